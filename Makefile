@@ -1,0 +1,77 @@
+# llmq: build, test and run.
+#   make            build every program (./train, ./tokenizer), the test binary and dev/ benchmarks
+#   make test       build and run the GoogleTest suite (GPU tests skip with a message without a GPU)
+#   make run        tokenize the bundled corpus if needed and train the default model on it
+#   make gpucheck   on a GPU machine: GPU tests, compute-sanitizer, benchmarks, one summary table
+#
+# Layout of the build: every .cpp/.cu under kernels/ layers/ quant/ adapters/ tools/ (except the
+# programs' *_main.cpp) goes into build/libllmq.a; each program links it.
+
+CXX      ?= g++
+NVCC     ?= nvcc
+BUILD    := build
+
+# GPU architecture: the detected GPU's, else sm_80 and sm_90 (A100, H100) so a GPU-less build still
+# compiles every kernel for real targets.
+GPU_CC   := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')
+ifeq ($(GPU_CC),)
+  NVCC_ARCH := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+else
+  NVCC_ARCH := -gencode arch=compute_$(GPU_CC),code=sm_$(GPU_CC)
+endif
+
+WARN      := -Wall -Wextra -Wno-unused-parameter
+CXXFLAGS  ?= -O3 -march=native -g
+CXXFLAGS  += -std=c++17 -fopenmp $(WARN) -MMD -MP
+NVCCFLAGS ?= -O3 -lineinfo
+NVCCFLAGS += -std=c++17 $(NVCC_ARCH) -Xcompiler "-fopenmp -march=native $(WARN)" -MMD -MP
+CUDA_LIBS := -lcublasLt -lcublas -Xlinker -rpath=$(dir $(shell which $(NVCC)))../lib64
+LDLIBS    := -Xcompiler -fopenmp -lpthread
+
+PROGRAM_MAINS := $(wildcard tools/*_main.cpp)
+LIB_SRC := $(filter-out $(PROGRAM_MAINS), $(wildcard kernels/*.cpp layers/*.cpp quant/*.cpp adapters/*.cpp tools/*.cpp)) \
+           $(wildcard kernels/*.cu layers/*.cu quant/*.cu adapters/*.cu)
+LIB_OBJ := $(patsubst %,$(BUILD)/%.o,$(LIB_SRC))
+TEST_SRC := $(wildcard test/*.cpp test/*.cu)
+TEST_OBJ := $(patsubst %,$(BUILD)/%.o,$(TEST_SRC))
+DEV_SRC := $(wildcard dev/*.cu dev/*.cpp)
+DEV_BIN := $(patsubst dev/%,$(BUILD)/dev/%,$(basename $(DEV_SRC)))
+PROGRAMS := train $(patsubst tools/%_main.cpp,%,$(PROGRAM_MAINS))
+
+.PHONY: all test run gpucheck clean
+all: $(PROGRAMS) $(BUILD)/tests $(DEV_BIN)
+
+$(BUILD)/%.cpp.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/libllmq.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+train: $(BUILD)/train.cu.o $(BUILD)/libllmq.a
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
+%: $(BUILD)/tools/%_main.cpp.o $(BUILD)/libllmq.a
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests: $(TEST_OBJ) $(BUILD)/libllmq.a
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ -lgtest -lgtest_main $(CUDA_LIBS) $(LDLIBS)
+
+$(BUILD)/dev/%: dev/%.cu $(BUILD)/libllmq.a
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
+$(BUILD)/dev/%: dev/%.cpp $(BUILD)/libllmq.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp -lpthread
+
+# The whole suite. GTEST_BRIEF keeps the log to failures and the summary.
+test: $(BUILD)/tests $(PROGRAMS)
+	$(BUILD)/tests --gtest_brief=1
+
+clean:
+	rm -rf $(BUILD) $(PROGRAMS)
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/train.cu.d
