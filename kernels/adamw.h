@@ -5,11 +5,16 @@
 
 namespace llmq {
 
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
 // param, m, v updated in place from grad * grad_scale (grad_scale folds in clipping and loss scaling).
 // step is 1-based (bias correction 1 - beta^step). weight_decay is applied as param -= lr*wd*param.
-void adamw_update_cpu(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, int step, float grad_scale);
+template <typename Real>
+void adamw_update_cpu(Real* param, const Real* grad, Real* m, Real* v, size_t n, Real lr, Real beta1,
+                      Real beta2, Real eps, Real weight_decay, int step, Real grad_scale);
 // sum of squares of x (n), accumulated in double
-double sum_squares_cpu(const float* x, size_t n);
+template <typename Real>
+double sum_squares_cpu(const Real* x, size_t n);
 
 }  // namespace llmq

@@ -6,12 +6,17 @@
 
 namespace llmq {
 
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
 // q (B,T,NH,hd), k v (B,T,NKV,hd) -> out (B,T,NH,hd), lse (B,NH,T); scale 1/sqrt(hd)
-void attention_forward_cpu(float* out, float* lse, const float* q, const float* k, const float* v, int B, int T,
+template <typename Real>
+void attention_forward_cpu(Real* out, Real* lse, const Real* q, const Real* k, const Real* v, int B, int T,
                            int n_heads, int n_kv_heads, int head_dim);
 // dq (B,T,NH,hd) += ..., dk dv (B,T,NKV,hd) += ...; out and lse are the forward's
-void attention_backward_cpu(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                            const float* v, const float* out, const float* lse, int B, int T, int n_heads,
+template <typename Real>
+void attention_backward_cpu(Real* dq, Real* dk, Real* dv, const Real* dout, const Real* q, const Real* k,
+                            const Real* v, const Real* out, const Real* lse, int B, int T, int n_heads,
                             int n_kv_heads, int head_dim);
 
 }  // namespace llmq

@@ -6,17 +6,24 @@
 
 namespace llmq {
 
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
 // Row-major C(M,N) = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
 // A is (M,K) or, transposed, stored (K,M); B is (K,N) or, transposed, stored (N,K).
 // lda/ldb/ldc are the row strides of the matrices as stored. beta = 0 overwrites C (NaNs in C ignored).
-void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-              const float* B, int ldb, float beta, float* C, int ldc);
+template <typename Real>
+void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, Real alpha, const Real* A, int lda,
+              const Real* B, int ldb, Real beta, Real* C, int ldc);
 
 // out (N,OC) = inp (N,C) @ weight (OC,C)^T           (overwrites out)
-void matmul_forward_cpu(float* out, const float* inp, const float* weight, int N, int C, int OC);
+template <typename Real>
+void matmul_forward_cpu(Real* out, const Real* inp, const Real* weight, int N, int C, int OC);
 // dinp (N,C) += dout (N,OC) @ weight (OC,C)
-void matmul_backward_input_cpu(float* dinp, const float* dout, const float* weight, int N, int C, int OC);
+template <typename Real>
+void matmul_backward_input_cpu(Real* dinp, const Real* dout, const Real* weight, int N, int C, int OC);
 // dweight (OC,C) += dout (N,OC)^T @ inp (N,C)
-void matmul_backward_weight_cpu(float* dweight, const float* dout, const float* inp, int N, int C, int OC);
+template <typename Real>
+void matmul_backward_weight_cpu(Real* dweight, const Real* dout, const Real* inp, int N, int C, int OC);
 
 }  // namespace llmq

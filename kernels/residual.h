@@ -5,6 +5,10 @@
 
 namespace llmq {
 
-void residual_forward_cpu(float* out, const float* a, const float* b, size_t n);
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
+template <typename Real>
+void residual_forward_cpu(Real* out, const Real* a, const Real* b, size_t n);
 
 }  // namespace llmq

@@ -3,10 +3,15 @@
 
 namespace llmq {
 
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
 // out (N,C), rstd (N) saved for the backward, inp (N,C), weight (C)
-void rmsnorm_forward_cpu(float* out, float* rstd, const float* inp, const float* weight, int N, int C, float eps);
+template <typename Real>
+void rmsnorm_forward_cpu(Real* out, Real* rstd, const Real* inp, const Real* weight, int N, int C, Real eps);
 // dinp (N,C) += ..., dweight (C) += ...
-void rmsnorm_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                          const float* rstd, int N, int C);
+template <typename Real>
+void rmsnorm_backward_cpu(Real* dinp, Real* dweight, const Real* dout, const Real* inp, const Real* weight,
+                          const Real* rstd, int N, int C);
 
 }  // namespace llmq

@@ -5,13 +5,19 @@
 
 namespace llmq {
 
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
 // cos, sin (T, hd/2): angle t * inv_freq[i], computed in double then rounded
-void rope_tables_cpu(float* cos, float* sin, int T, int head_dim, float theta);
+template <typename Real>
+void rope_tables_cpu(Real* cos, Real* sin, int T, int head_dim, Real theta);
 // out, inp (B,T,NH,hd); out may equal inp (in place)
-void rope_forward_cpu(float* out, const float* inp, const float* cos, const float* sin, int B, int T, int n_heads,
+template <typename Real>
+void rope_forward_cpu(Real* out, const Real* inp, const Real* cos, const Real* sin, int B, int T, int n_heads,
                       int head_dim);
 // dinp (B,T,NH,hd) += R(t)^T dout: the inverse rotation. dinp must not alias dout.
-void rope_backward_cpu(float* dinp, const float* dout, const float* cos, const float* sin, int B, int T,
+template <typename Real>
+void rope_backward_cpu(Real* dinp, const Real* dout, const Real* cos, const Real* sin, int B, int T,
                        int n_heads, int head_dim);
 
 }  // namespace llmq

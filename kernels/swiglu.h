@@ -4,9 +4,14 @@
 
 namespace llmq {
 
+// Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
+// double (the finite-difference gradient checks) in the .cpp beside this header.
+
 // out, gate, up (n)
-void swiglu_forward_cpu(float* out, const float* gate, const float* up, size_t n);
+template <typename Real>
+void swiglu_forward_cpu(Real* out, const Real* gate, const Real* up, size_t n);
 // dgate, dup (n) += ...
-void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const float* gate, const float* up, size_t n);
+template <typename Real>
+void swiglu_backward_cpu(Real* dgate, Real* dup, const Real* dout, const Real* gate, const Real* up, size_t n);
 
 }  // namespace llmq
