@@ -169,10 +169,12 @@ TEST(QuantFormats, DoubleQuantizedAbsmaxIsCloseAndSmall) {
     double map_gap = 0;
     for (int i = 0; i < 255; i++) map_gap = std::max(map_gap, (double)map[i + 1] - map[i]);
     // 640 x 256 / 64 = 2560 blocks = 10 full groups of 256; 96 x 200 / 64 = 300 blocks: one partial group
+    // NF4 on 640 x 256, FP4 on 96 x 200
     for (auto shape : {std::pair<int64_t, int64_t>{640, 256}, {96, 200}}) {
         const int64_t rows = shape.first, cols = shape.second, n = rows * cols;
+        const QuantFormat f = rows == 640 ? QuantFormat::NF4 : QuantFormat::FP4;
         std::vector<float> w = llmq_test::normal_vector(rng, n, 0.02f);
-        QuantSpec plain{QuantFormat::NF4, 64}, dq{QuantFormat::NF4, 64, true, true};
+        QuantSpec plain{f, 64}, dq{f, 64, true, true};
         QuantizedTensor qp = quantize_4bit_cpu(w.data(), rows, cols, plain);
         QuantizedTensor qd = quantize_4bit_cpu(w.data(), rows, cols, dq);
         const size_t blocks = n / 64, groups = (blocks + 255) / 256;
@@ -192,11 +194,11 @@ TEST(QuantFormats, DoubleQuantizedAbsmaxIsCloseAndSmall) {
         }
         // measured ~0.5-1% for N(0, 0.02) weights (the per-block bound above is the exact check)
         EXPECT_LT(worst_rel, 0.02) << "absmax relative error after double quantization";
-        std::printf("[          ] NF4 (%lld, %lld) double-quant absmax: max relative error %.5f\n", (long long)rows,
+        std::printf("[          ] %s (%lld, %lld) double-quant absmax: max relative error %.5f\n", format_name(f), (long long)rows,
                     (long long)cols, worst_rel);
         std::vector<float> out = llmq_test::poisoned(n);
         dequantize_cpu(qd, out.data());
-        for (int64_t i = 0; i < n; i++) ASSERT_EQ(out[i], kNF4Code[packed_code_at(qd.codes.data(), i, 4)] * approx[i / 64]);
+        for (int64_t i = 0; i < n; i++) ASSERT_EQ(out[i], fourbit_code(f)[packed_code_at(qd.codes.data(), i, 4)] * approx[i / 64]);
         // storage: the formula and the actual buffers agree
         EXPECT_EQ(storage_bytes(plain, rows, cols), tensor_bytes(qp));
         EXPECT_EQ(storage_bytes(dq, rows, cols), tensor_bytes(qd));
