@@ -97,6 +97,9 @@ QuantizedTensor quantize_4bit_cpu(const float* w, int64_t rows, int64_t cols, co
 
 std::vector<float> block_absmax(const QuantizedTensor& q) {
     if (!q.spec.double_quant) return q.absmax;
+    size_t groups = (q.absmax_codes.size() + kDoubleQuantGroup - 1) / kDoubleQuantGroup;
+    LLMQ_CHECK(q.absmax_scales.size() == groups, "%s double quantization: %zu scales for %zu absmax codes (need %zu)",
+               format_name(q.spec.format), q.absmax_scales.size(), q.absmax_codes.size(), groups);
     const DynamicMap& map = dynamic_map_signed();
     std::vector<float> absmax(q.absmax_codes.size());
     for (size_t i = 0; i < absmax.size(); i++)

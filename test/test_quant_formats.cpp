@@ -227,4 +227,10 @@ TEST(QuantFormats, BadInputErrors) {
     expect_error([] { parse_format("nf5", "--format"); }, {"--format", "nf5"});
     EXPECT_EQ(parse_format("int3", "--format"), QuantFormat::INT3);
     expect_error([] { fourbit_code(QuantFormat::INT2); }, {"int2"});
+    // a damaged double-quantized tensor
+    std::fill(w.begin(), w.end(), 0.5f);
+    QuantizedTensor q = quantize_4bit_cpu(w.data(), 96, 64, QuantSpec{QuantFormat::NF4, 64, true, true});
+    q.absmax_scales.clear();
+    std::vector<float> out(96 * 64);
+    expect_error([&] { dequantize_cpu(q, out.data()); }, {"nf4", "0 scales"});
 }
