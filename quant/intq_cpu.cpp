@@ -15,7 +15,6 @@ QuantizedTensor quantize_int_cpu(const float* w, int64_t rows, int64_t cols, con
     q.rows = rows;
     q.cols = cols;
     const int bits = code_bits(spec.format);
-    const int maxq = (1 << bits) - 1;
     const int64_t n = rows * cols, group = spec.block, groups = n / group;
     for (int64_t i = 0; i < n; i++)
         LLMQ_CHECK(std::isfinite(w[i]), "quantize %s: weight (%lld, %lld) has a non-finite value at row %lld col %lld",
@@ -27,22 +26,10 @@ QuantizedTensor quantize_int_cpu(const float* w, int64_t rows, int64_t cols, con
     // groups never straddle rows (group divides cols), so group g covers elements [g*group, (g+1)*group)
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < groups; g++) {
-        const float* x = w + g * group;
-        float lo = 0.0f, hi = 0.0f;
-        for (int64_t i = 0; i < group; i++) lo = std::fmin(lo, x[i]), hi = std::fmax(hi, x[i]);
-        if (lo == hi) lo = -1.0f, hi = 1.0f;  // all zero
-        float scale, zero;
-        if (spec.symmetric) {
-            scale = 2.0f * std::fmax(-lo, hi) / maxq;
-            zero = (float)(1 << (bits - 1));
-        } else {
-            scale = (hi - lo) / maxq;
-            zero = std::nearbyint(-lo / scale);
-            q.zeros[g] = (uint8_t)zero;
-        }
-        q.scales[g] = scale;
-        for (int64_t i = 0; i < group; i++)
-            codes[g * group + i] = (uint8_t)std::clamp(std::nearbyint(x[i] / scale) + zero, 0.0f, (float)maxq);
+        IntGrid grid = int_grid(w + g * group, group, bits, spec.symmetric);
+        q.scales[g] = grid.scale;
+        if (!spec.symmetric) q.zeros[g] = (uint8_t)grid.zero;
+        for (int64_t i = g * group; i < (g + 1) * group; i++) codes[i] = int_code(w[i], grid, bits);
     }
     q.codes.assign(n * bits / 8, 0);
     pack_codes(codes.data(), n, bits, q.codes.data());
@@ -62,9 +49,8 @@ void dequantize_int_cpu(const QuantizedTensor& q, float* out) {
     const float implicit_zero = (float)(1 << (bits - 1));
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < groups; g++) {
-        float scale = q.scales[g], zero = q.spec.symmetric ? implicit_zero : (float)q.zeros[g];
-        for (int64_t i = g * group; i < (g + 1) * group; i++)
-            out[i] = scale * ((float)packed_code_at(q.codes.data(), i, bits) - zero);
+        IntGrid grid{q.scales[g], q.spec.symmetric ? implicit_zero : (float)q.zeros[g]};
+        for (int64_t i = g * group; i < (g + 1) * group; i++) out[i] = int_dequant(packed_code_at(q.codes.data(), i, bits), grid);
     }
 }
 
