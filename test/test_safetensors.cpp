@@ -105,6 +105,9 @@ TEST(SafeTensors, RoundTripEveryDtype) {
     EXPECT_EQ(f.find("missing"), nullptr);
     EXPECT_THROW(f.at("missing"), Error);
     EXPECT_THROW(f.to_float("i32"), Error);
+    EXPECT_TRUE(f.to_float("empty").empty());  // found by the fuzzer (UBSan: memcpy to null)
+    std::vector<float> w = f.to_float("w.f32");
+    EXPECT_EQ(std::memcmp(w.data(), payloads[0].data(), payloads[0].size()), 0);
 }
 
 TEST(SafeTensors, ByteExactLikeThePythonLibrary) {

@@ -245,7 +245,7 @@ std::vector<float> SafeTensorsFile::to_float(const std::string& name) const {
     const uint8_t* p = bytes(t);
     std::vector<float> out(n);
     if (t.dtype == Dtype::F32) {
-        std::memcpy(out.data(), p, n * 4);
+        if (n) std::memcpy(out.data(), p, n * 4);  // memcpy to an empty vector's null data() is UB
     } else if (t.dtype == Dtype::F16 || t.dtype == Dtype::BF16) {
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
