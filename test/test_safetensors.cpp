@@ -93,7 +93,9 @@ TEST(SafeTensors, RoundTripEveryDtype) {
         EXPECT_EQ(t.dtype, cases[i].dtype) << cases[i].name;
         EXPECT_EQ(t.shape, cases[i].shape) << cases[i].name;
         ASSERT_EQ(t.end - t.begin, payloads[i].size()) << cases[i].name;
-        EXPECT_EQ(std::memcmp(f.bytes(t), payloads[i].data(), payloads[i].size()), 0) << cases[i].name;
+        if (!payloads[i].empty()) {  // memcmp with a null pointer is UB even for 0 bytes
+            EXPECT_EQ(std::memcmp(f.bytes(t), payloads[i].data(), payloads[i].size()), 0) << cases[i].name;
+        }
         EXPECT_EQ((uintptr_t)f.bytes(t) % dtype_size(t.dtype), 0u) << cases[i].name << " misaligned";
     }
     // the library's data order: dtype descending (its enum order), then name
