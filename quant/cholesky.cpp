@@ -1,6 +1,7 @@
 // cholesky: Cholesky factorisation and the inverse from it, in double (cholesky.h).
 #include "cholesky.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../kernels/common.h"
@@ -20,7 +21,9 @@ std::vector<double> cholesky_lower(const double* a, int64_t n, const char* what)
                    what, (long long)n, (long long)n, (long long)j, d);
         const double djj = std::sqrt(d);
         l[j * n + j] = djj;
-#pragma omp parallel for schedule(static) if (n - j > 256)
+        // a parallel region per column only pays off when the column's work is large (oversubscribed
+        // machines make every barrier expensive)
+#pragma omp parallel for schedule(static) if ((n - j) * j > (1 << 20))
         for (int64_t i = j + 1; i < n; i++) {
             const double* li = &l[i * n];
             double s = a[i * n + j];
@@ -36,15 +39,22 @@ std::vector<double> cholesky_lower(const double* a, int64_t n, const char* what)
 }
 
 std::vector<double> cholesky_inverse(const double* l, int64_t n) {
-    // M = L^{-1} (lower): column j solves L m = e_j by forward substitution; columns are independent.
+    // M = L^{-1} (lower), row by row: M[i][:] = (e_i - sum_{k<i} L[i][k] M[k][:]) / L[i][i]. Columns are
+    // independent, so each thread owns a strip of 64 columns and walks the rows with contiguous axpys.
     std::vector<double> m(n * n, 0.0);
-#pragma omp parallel for schedule(dynamic, 16)
-    for (int64_t j = 0; j < n; j++) {
-        m[j * n + j] = 1.0 / l[j * n + j];
-        for (int64_t i = j + 1; i < n; i++) {
-            double s = 0;
-            for (int64_t k = j; k < i; k++) s -= l[i * n + k] * m[k * n + j];
-            m[i * n + j] = s / l[i * n + i];
+    const int64_t strip = 64;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j0 = 0; j0 < n; j0 += strip) {
+        const int64_t j1 = std::min(n, j0 + strip);
+        for (int64_t i = j0; i < n; i++) {
+            double* mi = &m[i * n];
+            for (int64_t k = j0; k < i; k++) {
+                const double lik = l[i * n + k];
+                const double* mk = &m[k * n];
+                for (int64_t j = j0; j < std::min(j1, k + 1); j++) mi[j] -= lik * mk[j];
+            }
+            if (i < j1) mi[i] += 1.0;
+            for (int64_t j = j0; j < std::min(j1, i + 1); j++) mi[j] /= l[i * n + i];
         }
     }
     // A^{-1} = M^T M: entry (i, j) = sum over k >= max(i, j) of M[k][i] M[k][j]; fill both triangles.
