@@ -235,6 +235,9 @@ TEST(Gptq, DiagonalHessianEqualsRoundToNearestExactly) {
             GptqOptions act;
             act.act_order = true;
             expect_same_tensor(gptq_quantize_cpu(w.data(), kOut, kIn, diagonal, spec, act), rtn);
+            GptqOptions fixed_groups;
+            fixed_groups.static_groups = true;
+            expect_same_tensor(gptq_quantize_cpu(w.data(), kOut, kIn, diagonal, spec, fixed_groups), rtn);
         }
 }
 
@@ -261,12 +264,19 @@ TEST(Gptq, LazyBlockSizeDoesNotChangeTheResult) {
 TEST(Gptq, ActOrderKeepsColumnsInPlace) {
     // On correlated inputs every column moves, so compare dequantized columns with W's: each must be closer
     // to its own column than to the next one (a permutation left in place would break this everywhere).
+    // The group grids are static: exactly RTN's, while the codes differ.
     Rng rng(17);
     std::vector<float> x = calibration_inputs(rng, 512, kIn), w = llmq_test::normal_vector(rng, kOut * kIn);
     GptqOptions opt;
     opt.act_order = true;
-    std::vector<float> q = dequantized(gptq_quantize_cpu(w.data(), kOut, kIn, hessian_of(x, kIn),
-                                                          QuantSpec{QuantFormat::INT4, 64, true}, opt));
+    const QuantSpec spec{QuantFormat::INT4, 64, false};
+    QuantizedTensor gq = gptq_quantize_cpu(w.data(), kOut, kIn, hessian_of(x, kIn), spec, opt);
+    // act-order uses static groups: every grid is fitted on the original W, so it is RTN's grid exactly
+    QuantizedTensor rtn = quantize_cpu(w.data(), kOut, kIn, spec);
+    EXPECT_EQ(gq.scales, rtn.scales);
+    EXPECT_EQ(gq.zeros, rtn.zeros);
+    EXPECT_NE(gq.codes, rtn.codes);
+    std::vector<float> q = dequantized(gq);
     for (int64_t c = 0; c < kIn; c++) {
         double own = 0, next = 0;
         for (int64_t r = 0; r < kOut; r++) {
