@@ -198,6 +198,13 @@ TEST(SafeTensors, WriterRejectsBadTensors) {
     EXPECT_THROW(serialize_safetensors({{"__metadata__", Dtype::F32, {2}, x}}), Error);
     EXPECT_THROW(serialize_safetensors({{"a", Dtype::F32, {-2}, x}}), Error);
     EXPECT_THROW(serialize_safetensors({{"a", Dtype::F32, {2}, nullptr}}), Error);
+    // names and metadata must be UTF-8 (the header is JSON): bad bytes, overlong, surrogate, truncated
+    for (const char* bad : {"\xff", "\xc0\x80", "\xed\xa0\x80", "w\xe2\x82"}) {
+        EXPECT_THROW(serialize_safetensors({{bad, Dtype::F32, {2}, x}}), Error) << bad;
+        EXPECT_THROW(serialize_safetensors({}, {{"k", bad}}), Error) << bad;
+    }
+    std::vector<uint8_t> ok = serialize_safetensors({{"w\xe2\x82\xac\xf0\x9f\x98\x80", Dtype::F32, {2}, x}});
+    EXPECT_EQ(SafeTensorsFile::from_bytes(ok.data(), ok.size(), "utf8").tensors()[0].name, "w\u20ac\U0001F600");
     EXPECT_THROW(write_safetensors("/nonexistent/dir/x.safetensors", {{"a", Dtype::F32, {2}, x}}), Error);
 }
 

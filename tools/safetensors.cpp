@@ -80,6 +80,25 @@ void append_json_string(std::string& out, const std::string& s) {
     out += '"';
 }
 
+// Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF), which JSON text must be.
+bool valid_utf8(const std::string& s) {
+    for (size_t i = 0; i < s.size();) {
+        const unsigned char c = s[i];
+        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || i + len > s.size()) return false;
+        uint32_t cp = len == 1 ? c : c & (0x7f >> len);
+        for (int k = 1; k < len; k++) {
+            const unsigned char d = s[i + k];
+            if ((d >> 6) != 2) return false;
+            cp = cp << 6 | (d & 0x3f);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+        i += len;
+    }
+    return true;
+}
+
 }  // namespace
 
 const char* dtype_name(Dtype d) { return kDtypes[(int)d].name; }
@@ -272,6 +291,7 @@ std::string header_and_order(const std::vector<SafeTensorToWrite>& tensors,
     for (const SafeTensorToWrite& t : tensors) {
         LLMQ_CHECK(t.name != "__metadata__", "%s: a tensor may not be named __metadata__", what.c_str());
         LLMQ_CHECK(names.insert(t.name).second, "%s: duplicate tensor name '%s'", what.c_str(), t.name.c_str());
+        LLMQ_CHECK(valid_utf8(t.name), "%s: tensor name '%s' is not valid UTF-8", what.c_str(), t.name.c_str());
         order.push_back(&t);
     }
     // the library's order: dtype descending, then name
@@ -282,6 +302,8 @@ std::string header_and_order(const std::vector<SafeTensorToWrite>& tensors,
     if (!metadata.empty()) {
         json += "\"__metadata__\":{";
         for (auto it = metadata.begin(); it != metadata.end(); ++it) {
+            LLMQ_CHECK(valid_utf8(it->first) && valid_utf8(it->second), "%s: __metadata__ entry '%s' is not valid UTF-8",
+                       what.c_str(), it->first.c_str());
             if (it != metadata.begin()) json += ',';
             append_json_string(json, it->first);
             json += ':';

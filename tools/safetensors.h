@@ -85,7 +85,8 @@ struct SafeTensorToWrite {
 };
 
 // The whole file as bytes. Throws Error (naming `what`) on a duplicate or reserved name ("__metadata__"),
-// a negative dimension, or a null data pointer for a non-empty tensor.
+// a name or metadata string that is not valid UTF-8, a negative dimension, or a null data pointer for a
+// non-empty tensor.
 std::vector<uint8_t> serialize_safetensors(const std::vector<SafeTensorToWrite>& tensors,
                                            const std::map<std::string, std::string>& metadata = {},
                                            const std::string& what = "safetensors");
