@@ -71,7 +71,8 @@ struct GptqStats {
     double seconds = 0;         // wall time of the whole call
 };
 
-// W (rows, cols) fp32, hessian (cols, cols) double (HessianAccumulator::hessian()). Throws Error when the
+// W (rows, cols) fp32, hessian (cols, cols) double and symmetric (HessianAccumulator::hessian()); neither is
+// modified (the dead-column and dampening changes are made on copies). Throws Error when the
 // Hessian's size is not cols*cols, H or W holds a non-finite value, H is not positive definite after
 // dampening, or the spec does not fit (check_spec; NF4/FP4: block must divide cols, no double quant).
 QuantizedTensor gptq_quantize_cpu(const float* w, int64_t rows, int64_t cols, const std::vector<double>& hessian,
