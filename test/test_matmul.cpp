@@ -75,7 +75,7 @@ TEST(Gemm, DegenerateSizes) {
 
 TEST(Gemm, ResultDoesNotDependOnThreadCount) {
     Rng rng(6);
-    const int M = 150, N = 70, K = 290;
+    const int M = 300, N = 200, K = 290;  // big enough for gemm_cpu to use a team
     auto A = cast<float>(randn((size_t)K * M, rng)), B = cast<float>(randn((size_t)K * N, rng));
     std::vector<float> C1((size_t)M * N), C2((size_t)M * N);
     const int threads = omp_get_max_threads();
