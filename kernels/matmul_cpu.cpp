@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu_parallel.h"
 
 namespace llmq {
 
@@ -121,7 +122,7 @@ inline void micro_kernel(int kc, const Real* __restrict Ap, const Real* __restri
 template <typename Real>
 void scale_c(Real* C, int ldc, int M, int N, Real beta) {
     if (beta == Real(1)) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)M * N))
     for (int i = 0; i < M; i++) {
         Real* row = C + (size_t)i * ldc;
         if (beta == Real(0))
@@ -155,7 +156,8 @@ void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, Real alpha, const
         const int n_panels = (nc + nr - 1) / nr;
         for (int pc = 0; pc < K; pc += KC) {
             const int kc = std::min(KC, K - pc);
-#pragma omp parallel
+// a multiply-add is cheaper than an elementwise op: only products of over ~4M of them are split
+#pragma omp parallel if (parallel_worth((long long)M * nc * kc / 64))
             {
 #pragma omp for schedule(static)
                 for (int p = 0; p < n_panels; p++)
