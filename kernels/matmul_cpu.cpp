@@ -4,8 +4,9 @@
 // -O3 -march=native turns the micro-kernel into FMA vector code:
 //   - op(B) is packed, one KC x NC block at a time, into panels of NR columns stored k-major
 //     ((NC/NR) panels of (KC,NR)): the micro-kernel then streams B contiguously whatever the transpose;
-//   - op(A) is packed, one MC x KC block per thread, into panels of MR rows stored k-major, with alpha
+//   - op(A) is packed, one MC x KC block at a time, into panels of MR rows stored k-major, with alpha
 //     folded in: the micro-kernel reads MR scalars per k, also contiguously;
+//   - edges are zero-padded in the packed copies, so one micro-kernel serves every size;
 //   - the micro-kernel keeps an MR x NR tile of C in registers (MR*NR/vector-width accumulators) and
 //     does one broadcast-FMA per (row, vector) per k: 6 x 16 floats = 12 ymm accumulators on AVX2.
 // Threads split the M dimension (tasks of rows, see gemm_cpu); every element of C is accumulated by
