@@ -8,12 +8,15 @@
 // combinations, sizes that are not multiples of any block), then the selected version is timed on the
 // linear layers of the tiny and 60m models (N = 4096 rows): forward out = inp W^T (A normal, B transposed),
 // backward-input dinp += dout W (normal, normal) and backward-weight dW += dout^T inp (transposed, normal),
-// with 1 thread and with all threads (the fastest of the runs made in 0.5 s). Each timing is printed with its GFLOP/s and its ratio to the
-// machine's peak, measured in the same run by a loop of independent 8-wide fp32 FMAs (register-only:
-// it measures the FMA units' throughput per core, times the thread count; no memory traffic).
+// with 1 thread and with all threads (the fastest of the runs made in 0.5 s). Each timing is printed
+// with its GFLOP/s and its ratio to the machine's peak, measured in the same run by a loop of 12
+// independent chains of 8-wide fp32 FMAs per thread (register-only: the FMA units' throughput, i.e.
+// cores x FMA ports x 8 lanes x 2 flops x clock, with no memory traffic at all).
 //
 // build: make build/dev/matmul_cpu
-// run:   ./build/dev/matmul_cpu [version=3] [max_seconds_per_case=...]
+// run:   ./build/dev/matmul_cpu [version=3] [max_seconds_per_case=20]
+//        (cases whose estimated time exceeds max_seconds_per_case are skipped: versions 1 and 2 would
+//        take minutes on the vocabulary-sized products)
 #include <omp.h>
 
 #include <algorithm>
