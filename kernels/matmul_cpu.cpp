@@ -97,10 +97,11 @@ void pack_a_panel(Real* dst, const Real* A, int lda, bool trans_a, Real alpha, i
     }
 }
 
-// C[0:rows, 0:cols] += Ap (kc, MR) x Bp (kc, NR), the tile held in registers.
+// C[0:rows, 0:cols] += Ap (kc, MR) x Bp (kc, NR), the tile held in registers; with overwrite, = instead
+// of += (the first k block when beta = 0: C is never read, so NaNs in it vanish and a pass is saved).
 template <typename Real>
 inline void micro_kernel(int kc, const Real* __restrict Ap, const Real* __restrict Bp, Real* C, int ldc, int rows,
-                         int cols) {
+                         int cols, bool overwrite) {
     constexpr int nr = NR<Real>;
     Real acc[MR][nr] = {};
     for (int k = 0; k < kc; k++) {
@@ -112,7 +113,10 @@ inline void micro_kernel(int kc, const Real* __restrict Ap, const Real* __restri
             for (int c = 0; c < nr; c++) acc[r][c] += a[r] * b[c];
         }
     }
-    if (rows == MR && cols == nr) {
+    if (overwrite) {
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) C[(size_t)r * ldc + c] = acc[r][c];
+    } else if (rows == MR && cols == nr) {
         for (int r = 0; r < MR; r++)
 #pragma omp simd
             for (int c = 0; c < nr; c++) C[(size_t)r * ldc + c] += acc[r][c];
@@ -147,8 +151,9 @@ void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, Real alpha, const
                "gemm_cpu: leading dimension too small (lda=%d ldb=%d ldc=%d for M=%d N=%d K=%d)", lda, ldb, ldc, M, N,
                K);
     if (M == 0 || N == 0) return;
-    scale_c(C, ldc, M, N, beta);
-    if (K == 0 || alpha == Real(0)) return;
+    if (K == 0 || alpha == Real(0)) return scale_c(C, ldc, M, N, beta);
+    // beta = 0 is folded into the first k block (overwrite), beta = 1 needs nothing
+    if (beta != Real(0)) scale_c(C, ldc, M, N, beta);
 
     // Rows are dealt out in tasks, ~4 per thread so a thread that the OS preempts delays little; each
     // task packs its own copies of the B blocks it needs, which costs 1/task_rows of its multiply-adds
@@ -183,7 +188,7 @@ void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, Real alpha, const
                             for (int ir = 0; ir < mc; ir += MR)
                                 micro_kernel(kc, Ap.get() + (size_t)ir * kc, Bp.get() + (size_t)p * kc * nr,
                                              C + (size_t)(ic + ir) * ldc + jc + j0, ldc, std::min(MR, mc - ir),
-                                             cols);
+                                             cols, beta == Real(0) && pc == 0);
                         }
                     }
                 }
