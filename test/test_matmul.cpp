@@ -70,6 +70,13 @@ TEST(Gemm, DegenerateSizes) {
     for (int i = 0; i < 6; i++) EXPECT_EQ(C[i], 2.0f * C0[i]);
     gemm_cpu<float>(false, false, 0, 3, 4, 1.0f, &A, 4, &B, 3, 0.0f, C.data(), 3);  // M = 0: nothing
     for (int i = 0; i < 6; i++) EXPECT_EQ(C[i], 2.0f * C0[i]);
+    auto poisoned = nans<float>(6);
+    gemm_cpu<float>(false, false, 2, 3, 0, 1.0f, &A, 1, &B, 3, 0.0f, poisoned.data(), 3);  // K = 0, beta = 0: zeros
+    for (int i = 0; i < 6; i++) EXPECT_EQ(poisoned[i], 0.0f);
+    poisoned = nans<float>(6);
+    std::vector<float> A2(8, 1.0f), B2(12, 1.0f);
+    gemm_cpu<float>(false, false, 2, 3, 4, 0.0f, A2.data(), 4, B2.data(), 3, 0.0f, poisoned.data(), 3);  // alpha = 0
+    for (int i = 0; i < 6; i++) EXPECT_EQ(poisoned[i], 0.0f);
     EXPECT_THROW(gemm_cpu<float>(false, false, 2, 3, 4, 1.0f, &A, 3, &B, 3, 0.0f, C.data(), 3), Error);  // lda < K
 }
 
