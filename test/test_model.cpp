@@ -289,6 +289,8 @@ TEST(Model, ActivationsArePlannedPerShape) {
     // everything but the RoPE tables scales with N = B*T
     const size_t rope = 2 * sizeof(float) * 5 * c.head_dim() / 2;
     EXPECT_EQ(bytes_10 - rope, 2 * (bytes_5 - rope));
+    EXPECT_EQ(Model::activation_bytes_for(c, 1, 5), bytes_5);  // the plan, without allocating
+    EXPECT_EQ(Model::activation_bytes_for(c, 2, 5), bytes_10);
     bool has_q = false;
     for (const ActivationTensor& t : m.core().activations().tensors) has_q |= t.name == "layers.1.q";
     EXPECT_TRUE(has_q);
