@@ -341,9 +341,11 @@ std::vector<Command> commands() {
         "usage: tokenizer shard (--encoding NAME | --vocab PATH) --out DIR [options] INPUTS...\n"
         "Tokenizes text files (directories are walked recursively, in sorted order) into shards\n"
         "DIR/<prefix>_train_NNNNNN.bin and DIR/<prefix>_val_NNNNNN.bin (llm.c's format, see tools/shard.h).\n"
-        "Each document is preceded by <|endoftext|>. Prints the shards written, one per line.\n" +
-            enc +
-            "  --out DIR          output directory (created if missing)\n"
+        "Each document is preceded by <|endoftext|>. Prints the shards written, one per line; shards of the\n"
+        "same prefix left in DIR by an earlier run are removed. Memory stays bounded whatever the corpus size.\n"
+        "  --encoding NAME    gpt2, cl100k_base or o200k_base (one of --encoding, --vocab is required)\n"
+        "  --vocab PATH       a vocabulary file instead of a bundled encoding\n"
+        "  --out DIR          output directory (created if missing)\n"
             "  --prefix P         shard file name prefix (default: data)\n"
             "  --threads N        encoding threads (default: all); the output does not depend on it\n"
             "  --val-fraction F   fraction of documents for the val split (default: 0.01)\n"
@@ -354,7 +356,7 @@ std::vector<Command> commands() {
         "usage: tokenizer train-vocab --size N --out FILE [--pattern NAME] [--heldout FILE] INPUTS...\n"
         "Trains a byte-level BPE vocabulary of N tokens (256 bytes, N-257 merges, <|endoftext|>) on the text\n"
         "files, saves it as tiktoken JSON (load it with --vocab FILE), then prints the bytes per token of the\n"
-        "new vocabulary and of gpt2 on held-out text.\n"
+        "new vocabulary and of gpt2 on held-out text. The training text is held in memory.\n"
         "  --size N           vocabulary size, at least 257\n"
         "  --out FILE         where to save the vocabulary\n"
         "  --pattern NAME     pre-tokenizer: gpt2 (default), cl100k_base or o200k_base\n"
