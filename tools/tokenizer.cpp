@@ -262,6 +262,27 @@ const std::string& Tokenizer::name() const { return impl_->name; }
 PretokenPattern Tokenizer::pattern() const { return impl_->pattern; }
 const std::vector<std::pair<std::string, uint32_t>>& Tokenizer::special_tokens() const { return impl_->specials; }
 
+TokenizerSpec Tokenizer::spec() const {
+    const Impl& m = *impl_;
+    TokenizerSpec spec;
+    spec.name = m.name;
+    spec.pattern = m.pattern;
+    std::vector<bool> listed(m.id_length.size(), false);
+    bool id_is_rank = true;
+    for (size_t r = 0; r < m.rank_to_id.size(); r++) {
+        spec.ranked_tokens.emplace_back(m.arena, m.rank_offset[r], m.rank_length[r]);
+        listed[m.rank_to_id[r]] = true;
+        id_is_rank = id_is_rank && m.rank_to_id[r] == r;
+    }
+    if (!id_is_rank) spec.ranked_ids = m.rank_to_id;
+    spec.special_tokens = m.specials;
+    for (auto& t : m.specials) listed[t.second] = true;
+    for (uint32_t id = 0; id < m.id_length.size(); id++)
+        if (!listed[id] && m.id_length[id] != Impl::kHole) spec.extra_tokens.emplace_back(std::string(token_bytes(id)), id);
+    spec.vocab_size = vocab_size();
+    return spec;
+}
+
 uint32_t Tokenizer::special_token_id(std::string_view text) const {
     for (auto& t : impl_->specials)
         if (t.first == text) return t.second;
