@@ -210,3 +210,20 @@ TEST(TokenizerLoad, BadInputNamesTheFileOrEncoding) {
     spec.ranked_tokens.push_back("ab");
     expect_error_naming([&] { Tokenizer::from_spec(spec); }, {"holey", "0xff"});
 }
+
+TEST(TokenizerLoad, SpecRoundTripsThroughTiktokenJson) {
+    TempDir dir;
+    for (const char* enc : {"gpt2", "cl100k_base"}) {
+        Tokenizer tok = Tokenizer::from_encoding(enc, "data");
+        std::string path = dir.write(std::string(enc) + "_saved.json", "");
+        write_tiktoken_json(tok.spec(), path);
+        Tokenizer back = Tokenizer::from_file(path);
+        EXPECT_EQ(back.name(), path);
+        expect_same_encoding(back, tok);
+    }
+    // ids out of rank order have no place in tiktoken JSON
+    TokenizerSpec odd = gpt2().spec();
+    odd.ranked_ids.assign(odd.ranked_tokens.size(), 0);
+    for (size_t r = 0; r < odd.ranked_ids.size(); r++) odd.ranked_ids[r] = (uint32_t)(odd.ranked_ids.size() - 1 - r);
+    expect_error_naming([&] { write_tiktoken_json(odd, dir.path + "/odd.json"); }, {"odd.json", "consecutive"});
+}
