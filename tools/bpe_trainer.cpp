@@ -13,6 +13,7 @@
 #include "../kernels/common.h"
 #include "ordered_pool.h"
 #include "progress.h"
+#include "tokenizer.h"
 
 namespace llmq {
 
@@ -219,56 +220,19 @@ BpeVocab train_bpe(std::string_view text, const BpeTrainOptions& opts) {
     return train_bpe(count_pieces(text, opts.pattern, opts.threads), opts);
 }
 
-namespace {
-std::string base64(std::string_view in) {
-    static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    size_t i = 0;
-    for (; i + 2 < in.size(); i += 3) {
-        uint32_t v = (uint8_t)in[i] << 16 | (uint8_t)in[i + 1] << 8 | (uint8_t)in[i + 2];
-        for (int k = 3; k >= 0; k--) out.push_back(digits[(v >> (6 * k)) & 63]);
-    }
-    if (i + 1 == in.size()) {
-        uint32_t v = (uint8_t)in[i] << 16;
-        out += {digits[v >> 18], digits[(v >> 12) & 63], '=', '='};
-    } else if (i + 2 == in.size()) {
-        uint32_t v = (uint8_t)in[i] << 16 | (uint8_t)in[i + 1] << 8;
-        out += {digits[v >> 18], digits[(v >> 12) & 63], digits[(v >> 6) & 63], '='};
-    }
-    return out;
-}
-
-std::string json_string(std::string_view s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\') {
-            out.push_back('\\');
-            out.push_back((char)c);
-        } else if (c < 0x20) {
-            out += format("\\u%04x", c);
-        } else {
-            out.push_back((char)c);
-        }
-    }
-    return out + "\"";
-}
-}  // namespace
-
 void save_vocab(const BpeVocab& vocab, const std::string& path) {
-    std::string json = "{\"pat_str\":" + json_string(pretoken_pat_str(vocab.pattern)) +
-                       format(",\"special_tokens\":{\"<|endoftext|>\":%u},\"explicit_n_vocab\":%u,\"bpe_ranks\":\"! 0",
-                              vocab.eot_id(), vocab.vocab_size());
-    for (const std::string& t : vocab.tokens) json += " " + base64(t);
-    json += "\"}\n";
-    std::string tmp = path + ".tmp";
-    FILE* f = fopen(tmp.c_str(), "wb");
-    LLMQ_CHECK(f, "%s: cannot create: %s", tmp.c_str(), strerror(errno));
-    bool ok = fwrite(json.data(), 1, json.size(), f) == json.size();
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        std::string msg = format("%s: write failed: %s", tmp.c_str(), strerror(errno));
+    TokenizerSpec spec;
+    spec.name = path;
+    spec.pattern = pretoken_pattern_from_name(vocab.pattern);
+    spec.ranked_tokens = vocab.tokens;  // id = rank
+    spec.special_tokens = {{"<|endoftext|>", vocab.eot_id()}};
+    spec.vocab_size = vocab.vocab_size();
+    std::string tmp = path + ".tmp";  // written whole, then renamed: never a partial file under path
+    try {
+        write_tiktoken_json(spec, tmp);
+    } catch (const Error&) {
         remove(tmp.c_str());
-        throw Error(msg);
+        throw;
     }
     if (rename(tmp.c_str(), path.c_str()) != 0) {
         std::string msg = format("%s: cannot rename %s into place: %s", path.c_str(), tmp.c_str(), strerror(errno));

@@ -54,9 +54,9 @@ std::unordered_map<std::string, int64_t> count_pieces(std::string_view text, con
 BpeVocab train_bpe(const std::unordered_map<std::string, int64_t>& pieces, const BpeTrainOptions& opts);
 BpeVocab train_bpe(std::string_view text, const BpeTrainOptions& opts);
 
-// tiktoken JSON: {"pat_str": ..., "special_tokens": {"<|endoftext|>": eot}, "explicit_n_vocab": n,
-// "bpe_ranks": "! 0 <base64 of token 0> <base64 of token 1> ..."}. Written atomically (.tmp + rename);
-// throws Error naming the file on failure.
+// tiktoken JSON (tokenizer.h's write_tiktoken_json): {"pat_str": ..., "special_tokens": {"<|endoftext|>": eot},
+// "explicit_n_vocab": n, "bpe_ranks": "! 0 <base64 of token 0> <base64 of token 1> ..."}. Written to
+// path + ".tmp" then renamed; throws Error naming the file on failure.
 void save_vocab(const BpeVocab& vocab, const std::string& path);
 
 }  // namespace llmq
