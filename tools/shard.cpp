@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <memory>
 
 #include "../kernels/common.h"
@@ -77,39 +78,95 @@ std::vector<uint32_t> read_shard(const std::string& path) {
     return tokens;
 }
 
-void write_shard(const std::string& path, const uint32_t* tokens, size_t n, uint32_t vocab_size, int32_t eot_id) {
-    LLMQ_CHECK(n <= 0x7fffffffu, "%s: %zu tokens do not fit one shard (at most 2^31-1)", path.c_str(), n);
-    int width = shard_token_bytes_for_vocab(vocab_size);
-    int32_t h[kShardHeaderInts] = {0};
+namespace {
+void fill_header(int32_t* h, int64_t n, int width, uint32_t vocab_size, int32_t eot_id) {
+    std::fill(h, h + kShardHeaderInts, 0);
     h[0] = width == 2 ? kShardMagic16 : kShardMagic32;
     h[1] = width == 2 ? kShardVersion16 : kShardVersion32;
     h[2] = (int32_t)n;
     h[3] = width;
     h[4] = (int32_t)vocab_size;
     h[5] = eot_id;
-    std::string tmp = path + ".tmp";
-    File f(fopen(tmp.c_str(), "wb"));
-    LLMQ_CHECK(f, "%s: cannot create: %s", tmp.c_str(), strerror(errno));
-    bool ok = fwrite(h, sizeof h, 1, f.get()) == 1;
-    if (width == 2) {
-        std::vector<uint16_t> narrow(n);
-        for (size_t i = 0; i < n; i++) narrow[i] = (uint16_t)tokens[i];
-        ok = ok && fwrite(narrow.data(), 2, n, f.get()) == n;
+}
+}  // namespace
+
+ShardWriter::ShardWriter(const std::string& path, uint32_t vocab_size, int32_t eot_id)
+    : path_(path), tmp_(path + ".tmp"), vocab_size_(vocab_size), eot_id_(eot_id),
+      width_(shard_token_bytes_for_vocab(vocab_size)) {
+    file_ = fopen(tmp_.c_str(), "wb");
+    LLMQ_CHECK(file_, "%s: cannot create: %s", tmp_.c_str(), strerror(errno));
+    int32_t h[kShardHeaderInts];
+    fill_header(h, 0, width_, vocab_size_, eot_id_);  // count patched by close()
+    if (fwrite(h, sizeof h, 1, file_) != 1) fail("write failed");
+}
+
+ShardWriter::~ShardWriter() { abandon(); }
+
+void ShardWriter::abandon() {
+    if (!file_) return;
+    fclose(file_);
+    file_ = nullptr;
+    remove(tmp_.c_str());
+}
+
+void ShardWriter::fail(const std::string& what) {
+    std::string msg = format("%s: %s: %s", tmp_.c_str(), what.c_str(), strerror(errno));
+    abandon();
+    throw Error(msg);
+}
+
+void ShardWriter::append(const uint32_t* tokens, size_t n) {
+    LLMQ_CHECK(file_, "%s: append after close", path_.c_str());
+    if ((uint64_t)num_tokens_ + n > 0x7fffffffu) {
+        abandon();
+        throw Error(format("%s: %lld tokens do not fit one shard (at most 2^31-1)", path_.c_str(),
+                           (long long)(num_tokens_ + n)));
+    }
+    if (vocab_size_ > 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (tokens[i] >= vocab_size_) {
+                abandon();
+                throw Error(format("%s: token id %u is past the vocabulary (%u)", path_.c_str(), tokens[i], vocab_size_));
+            }
+        }
+    }
+    bool ok;
+    if (width_ == 2) {
+        narrow_.resize(n);
+        for (size_t i = 0; i < n; i++) narrow_[i] = (uint16_t)tokens[i];
+        ok = fwrite(narrow_.data(), 2, n, file_) == n;
     } else {
-        ok = ok && fwrite(tokens, 4, n, f.get()) == n;
+        ok = fwrite(tokens, 4, n, file_) == n;
     }
-    ok = (fflush(f.get()) == 0) && ok;
-    int saved_errno = errno;
-    f.reset();
-    if (!ok) {
-        remove(tmp.c_str());
-        throw Error(format("%s: write failed: %s", tmp.c_str(), strerror(saved_errno)));
+    if (!ok) fail("write failed");
+    num_tokens_ += n;
+}
+
+void ShardWriter::close() {
+    LLMQ_CHECK(file_, "%s: closed twice", path_.c_str());
+    int32_t h[kShardHeaderInts];
+    fill_header(h, num_tokens_, width_, vocab_size_, eot_id_);
+    if (fflush(file_) != 0) fail("write failed");
+    if (fseek(file_, 0, SEEK_SET) != 0 || fwrite(h, sizeof h, 1, file_) != 1) fail("cannot patch the header");
+    FILE* f = file_;
+    file_ = nullptr;
+    if (fclose(f) != 0) {
+        std::string msg = format("%s: write failed: %s", tmp_.c_str(), strerror(errno));
+        remove(tmp_.c_str());
+        throw Error(msg);
     }
-    if (rename(tmp.c_str(), path.c_str()) != 0) {
-        saved_errno = errno;
-        remove(tmp.c_str());
-        throw Error(format("%s: cannot rename %s into place: %s", path.c_str(), tmp.c_str(), strerror(saved_errno)));
+    if (rename(tmp_.c_str(), path_.c_str()) != 0) {
+        std::string msg = format("%s: cannot rename %s into place: %s", path_.c_str(), tmp_.c_str(), strerror(errno));
+        remove(tmp_.c_str());
+        throw Error(msg);
     }
+}
+
+void write_shard(const std::string& path, const uint32_t* tokens, size_t n, uint32_t vocab_size, int32_t eot_id) {
+    LLMQ_CHECK(n <= 0x7fffffffu, "%s: %zu tokens do not fit one shard (at most 2^31-1)", path.c_str(), n);
+    ShardWriter w(path, vocab_size, eot_id);
+    w.append(tokens, n);
+    w.close();
 }
 
 }  // namespace llmq

@@ -37,7 +37,40 @@ ShardHeader read_shard_header(const std::string& path);
 // Reads the whole shard, widening to uint32; checks every id against the header's vocab size.
 std::vector<uint32_t> read_shard(const std::string& path);
 // Writes tokens to path atomically: to path + ".tmp", then rename. Throws Error on a failed write
-// (the temporary file is removed, nothing is left under the final name).
+// (the temporary file is removed, nothing is left under the final name). One ShardWriter does it.
 void write_shard(const std::string& path, const uint32_t* tokens, size_t n, uint32_t vocab_size, int32_t eot_id);
+
+// Streams one shard of unknown length to disk: opens path + ".tmp" with a placeholder header, appends
+// tokens (narrowed to uint16 when the vocabulary allows), and on close() patches the header's token count
+// and renames the file into place (no fsync: a shard is cheap to remake). On any failure, and when
+// destroyed without close(), the temporary file is removed, so a reader never sees a partial shard under
+// the final name. Errors are llmq::Error naming the file.
+class ShardWriter {
+  public:
+    ShardWriter(const std::string& path, uint32_t vocab_size, int32_t eot_id);
+    ~ShardWriter();
+    ShardWriter(const ShardWriter&) = delete;
+    ShardWriter& operator=(const ShardWriter&) = delete;
+
+    // Every id must be below vocab_size; the shard may not pass 2^31-1 tokens.
+    void append(const uint32_t* tokens, size_t n);
+    void append(const std::vector<uint32_t>& tokens) { append(tokens.data(), tokens.size()); }
+    void close();
+
+    int64_t num_tokens() const { return num_tokens_; }
+    const std::string& path() const { return path_; }
+
+  private:
+    [[noreturn]] void fail(const std::string& what);
+    void abandon();  // closes and removes the temporary file
+
+    std::string path_, tmp_;
+    FILE* file_ = nullptr;
+    uint32_t vocab_size_;
+    int32_t eot_id_;
+    int width_;
+    int64_t num_tokens_ = 0;
+    std::vector<uint16_t> narrow_;  // reused buffer for uint16 shards
+};
 
 }  // namespace llmq
