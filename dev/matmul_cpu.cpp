@@ -95,7 +95,8 @@ static double fma_peak_gflops(int threads) {
             for (int i = 0; i < 12; i++) acc[i] = x * (float)(i + omp_get_thread_num());
             for (long it = 0; it < iters; it++) {
 #pragma GCC unroll 12
-                for (int i = 0; i < 12; i++) acc[i] = acc[i] * x + y;  // one FMA (contracted; without -ffast-math it cannot be elided)
+                for (int i = 0; i < 12; i++)
+                    acc[i] = acc[i] * x + y;  // one FMA (contracted; without -ffast-math it cannot be elided)
             }
             for (int i = 0; i < 12; i++)
                 for (int l = 0; l < 8; l++) sink += acc[i][l];

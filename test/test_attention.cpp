@@ -125,7 +125,8 @@ TEST(Attention, GqaEqualsMhaWithRepeatedKvHeads) {
     for (int bt = 0; bt < gqa.B * gqa.T; bt++)
         for (int j = 0; j < gqa.NKV; j++)
             for (int i = 0; i < gqa.hd; i++) {
-                double dk = in.dk0[((size_t)bt * gqa.NKV + j) * gqa.hd + i], dv = in.dv0[((size_t)bt * gqa.NKV + j) * gqa.hd + i];
+                double dk = in.dk0[((size_t)bt * gqa.NKV + j) * gqa.hd + i],
+                       dv = in.dv0[((size_t)bt * gqa.NKV + j) * gqa.hd + i];
                 for (int g = 0; g < group; g++) {
                     dk += rm.dk[((size_t)bt * mha.NKV + j * group + g) * gqa.hd + i];
                     dv += rm.dv[((size_t)bt * mha.NKV + j * group + g) * gqa.hd + i];
