@@ -119,7 +119,7 @@ static std::vector<float> randn(size_t n, Rng& rng) {
 }
 
 static bool check_version(int v, Rng& rng) {
-    const int M = 77, N = 45, K = 301;  // odd sizes: partial register tiles and k blocks
+    const int M = 77, N = 45, K = 601;  // odd sizes: partial register tiles and k blocks (KC = 512)
     bool ok = true;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
