@@ -21,6 +21,9 @@ namespace llmq {
 
 constexpr int kIgnoreIndex = -100;
 
+template <typename Real>
+class ModelCore;  // model_core.h: the math, a template over the scalar type
+
 struct ParamTensor {
     std::string name;        // e.g. "model.layers.0.self_attn.q_proj.weight"
     size_t offset = 0;       // into the parameter (and gradient) buffer, in floats
@@ -56,6 +59,11 @@ class Model {
     void backward(float loss_scale = 1.0f);
 
     size_t activation_bytes() const;  // bytes held for the last (B,T)
+
+    // The fp32 core (model_core.h): its layers' Linear views take adapters, quantized bases, samplers and
+    // immediate-update callbacks; its activations() name every saved tensor.
+    ModelCore<float>& core();
+    const ModelCore<float>& core() const;
 
     struct Impl;
 

@@ -26,7 +26,8 @@ class AdamW {
   public:
     AdamW(const OptimizerConfig& config, size_t num_params);
     // One update of model.params() from model.grads(): clip to grad_clip by global norm, then AdamW
-    // at lr_at_step(step). Returns the gradient norm before clipping. step is 0-based.
+    // at lr_at_step(step). Returns the gradient norm before clipping. step is 0-based. A non-finite gradient
+    // norm throws Error naming the step (nothing is updated).
     float step(Model& model, int step);
     const std::vector<float>& m() const { return m_; }
     const std::vector<float>& v() const { return v_; }

@@ -1,0 +1,59 @@
+// activations: everything the model's forward keeps for its backward, planned once for (B,T) and held in
+// ONE buffer carved into named tensors, plus the backward's scratch (one layer's worth, reused by every
+// layer). Knowing the whole plan up front is what lets later work swap a tensor for a recomputation or a
+// sampled copy (WTA-CRS) and see the saving in bytes().
+//
+// Per layer l (N = B*T rows, C dim, QD = n_heads*hd, KD = n_kv_heads*hd, F ffn):
+//   residual[l]  (N,C)   the stream entering the layer = input of the first RMSNorm
+//   rstd1        (N)     its 1/rms
+//   norm1        (N,C)   input of q/k/v
+//   q (N,QD), k (N,KD)   after RoPE; v (N,KD): what attention's backward reads
+//   att (N,QD)           attention output = input of o_proj;  lse (B,NH,T)
+//   mid          (N,C)   the stream after attention = input of the second RMSNorm
+//   rstd2 (N), norm2 (N,C)  input of gate/up
+//   gate, up     (N,F)   SwiGLU pre-activations;  hidden (N,F) = silu(gate)*up, input of down
+// Then residual[L] (N,C) (input of the final norm), rstdf (N), normf (N,C) (input of lm_head),
+// logits (N,V) (dlogits in place after a forward with targets), losses (N), rope cos/sin (T,hd/2).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+namespace llmq {
+
+template <typename Real>
+struct LayerActivations {
+    Real *rstd1, *norm1, *q, *k, *v, *att, *lse, *mid, *rstd2, *norm2, *gate, *up, *hidden;
+};
+
+struct ActivationTensor {
+    std::string name;  // e.g. "layers.0.norm1"
+    size_t offset = 0, size = 0;  // in elements of the buffer
+};
+
+template <typename Real>
+struct Activations {
+    int B = 0, T = 0;
+    std::vector<Real> buffer;               // the forward's tensors
+    std::vector<ActivationTensor> tensors;  // their names and places in buffer
+    std::vector<Real*> residual;            // L+1 entries, (N,C) each
+    std::vector<LayerActivations<Real>> layers;
+    Real *rstdf = nullptr, *normf = nullptr, *logits = nullptr, *losses = nullptr;
+    Real *rope_cos = nullptr, *rope_sin = nullptr;
+    std::vector<int> tokens, targets;  // (N) copies of the last forward's inputs
+
+    // backward scratch: one layer's activation gradients, reused layer after layer (also the forward's
+    // temporary for o_proj/down outputs before the residual add: dnorm)
+    std::vector<Real> grad_buffer;
+    Real *dres = nullptr, *dnorm = nullptr, *datt = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
+    Real *dq_pre = nullptr, *dk_pre = nullptr, *dhidden = nullptr, *dgate = nullptr, *dup = nullptr;
+
+    // (Re)allocates for (B,T) and fills the RoPE tables; a no-op when (B,T) is unchanged.
+    void plan(const ModelConfig& c, int B, int T);
+    size_t bytes() const;  // forward tensors + backward scratch + token copies
+};
+
+}  // namespace llmq

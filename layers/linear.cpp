@@ -1,0 +1,125 @@
+// linear.cpp: the forward and backward of Linear (see linear.h for the design): base product, adapters,
+// sampled and immediate weight gradients. Every product is a kernels/matmul.h call.
+#include "linear.h"
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "../kernels/common.h"
+#include "../kernels/matmul.h"
+
+namespace llmq {
+
+template <typename Real>
+void Linear<Real>::check() const {
+    LLMQ_CHECK(in > 0 && out > 0, "Linear: shape (%d,%d) must be positive", out, in);
+    if (quant) {
+        LLMQ_CHECK((std::is_same<Real, float>::value), "Linear: a quantized base weight exists in fp32 only");
+        LLMQ_CHECK(quant->rows() == out && quant->cols() == in,
+                   "Linear: quantized weight is (%d,%d), the layer is (%d,%d)", quant->rows(), quant->cols(), out, in);
+        LLMQ_CHECK(dweight == nullptr && !on_weight_grad, "Linear: a quantized base weight is frozen (no gradient)");
+    } else {
+        LLMQ_CHECK(weight != nullptr, "Linear: no base weight (neither weight nor quant is set)");
+    }
+    for (const LoraAdapter<Real>& a : adapters)
+        LLMQ_CHECK(a.rank > 0 && a.A != nullptr && a.B != nullptr, "Linear: adapter needs rank > 0, A and B");
+}
+
+template <typename Real>
+const Real* Linear<Real>::base_weight() {
+    if (!quant) return weight;
+    if constexpr (std::is_same<Real, float>::value) {
+        dequant_.resize((size_t)out * in);
+        quant->dequantize(dequant_.data());
+        return dequant_.data();
+    }
+    return nullptr;  // unreachable: check() refuses quant for double
+}
+
+template <typename Real>
+void Linear<Real>::forward(Real* y, const Real* inp, int N) {
+    check();
+    // base: y = x W^T
+    bool fused = false;
+    if constexpr (std::is_same<Real, float>::value) fused = quant && quant->fused_forward(y, inp, N);
+    if (!fused) matmul_forward_cpu(y, inp, base_weight(), N, in, out);
+
+    // adapters: y += scale * (x A^T) B^T
+    for (const LoraAdapter<Real>& a : adapters) {
+        adapter_u_.resize((size_t)N * a.rank);
+        matmul_forward_cpu(adapter_u_.data(), inp, a.A, N, in, a.rank);
+        gemm_cpu(false, true, N, out, a.rank, a.scale, adapter_u_.data(), a.rank, a.B, a.rank, Real(1), y, out);
+    }
+
+    // sampled weight gradient: keep only the chosen rows of the input
+    if (sampler && base_trained()) {
+        sampler->select(inp, N, in, sample_rows_, sample_w_);
+        LLMQ_CHECK(sample_rows_.size() == sample_w_.size(), "Linear: sampler returned %zu rows and %zu weights",
+                   sample_rows_.size(), sample_w_.size());
+        sample_inp_.resize(sample_rows_.size() * in);
+        for (size_t i = 0; i < sample_rows_.size(); i++) {
+            int r = sample_rows_[i];
+            LLMQ_CHECK(r >= 0 && r < N, "Linear: sampler chose row %d of %d", r, N);
+            std::memcpy(&sample_inp_[i * in], inp + (size_t)r * in, sizeof(Real) * in);
+        }
+    }
+}
+
+template <typename Real>
+void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N) {
+    check();
+    // 1. input gradient through the base, with the weight the forward used (before any immediate update)
+    if (dinp) {
+        bool fused = false;
+        if constexpr (std::is_same<Real, float>::value) fused = quant && quant->fused_backward_input(dinp, dout, N);
+        if (!fused) matmul_backward_input_cpu(dinp, dout, base_weight(), N, in, out);
+    }
+
+    // 2. adapters: u = x A^T (recomputed), du = scale * dout B; dB += scale dout^T u; dA += du^T x; dinp += du A
+    for (const LoraAdapter<Real>& a : adapters) {
+        const int r = a.rank;
+        adapter_u_.resize((size_t)N * r);
+        adapter_du_.resize((size_t)N * r);
+        matmul_forward_cpu(adapter_u_.data(), inp, a.A, N, in, r);
+        gemm_cpu(false, false, N, r, out, a.scale, dout, out, a.B, r, Real(0), adapter_du_.data(), r);
+        if (a.dB) gemm_cpu(true, false, out, r, N, a.scale, dout, out, adapter_u_.data(), r, Real(1), a.dB, r);
+        if (a.dA) matmul_backward_weight_cpu(a.dA, adapter_du_.data(), inp, N, in, r);
+        if (dinp) matmul_backward_input_cpu(dinp, adapter_du_.data(), a.A, N, in, r);
+    }
+
+    // 3. base weight gradient, exact or from the sampled rows, accumulated or handed to the callback
+    if (!base_trained()) return;
+    Real* dw = dweight;
+    const size_t n = (size_t)out * in;
+    if (on_weight_grad) {
+        if (!immediate_scratch) own_scratch_.resize(n);
+        dw = immediate_scratch ? immediate_scratch : own_scratch_.data();
+        std::fill(dw, dw + n, Real(0));
+    }
+    if (sampler) {
+        const size_t k = sample_rows_.size();
+        sample_dout_.resize(k * out);
+        for (size_t i = 0; i < k; i++) {
+            const Real* src = dout + (size_t)sample_rows_[i] * out;
+            for (int o = 0; o < out; o++) sample_dout_[i * out + o] = sample_w_[i] * src[o];
+        }
+        if (k > 0) matmul_backward_weight_cpu(dw, sample_dout_.data(), sample_inp_.data(), (int)k, in, out);
+    } else {
+        matmul_backward_weight_cpu(dw, dout, inp, N, in, out);
+    }
+    if (on_weight_grad) on_weight_grad(weight, dw, n);
+}
+
+template <typename Real>
+size_t Linear<Real>::scratch_bytes() const {
+    return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + adapter_du_.capacity() +
+                           own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity() +
+                           sample_dout_.capacity()) +
+           sizeof(int) * sample_rows_.capacity();
+}
+
+template class Linear<float>;
+template class Linear<double>;
+
+}  // namespace llmq

@@ -1,0 +1,125 @@
+// linear: y = x W^T, the layer every memory-saving method of llmq plugs into.
+//
+// A Linear is a VIEW: it owns no parameters. Its pointers lead into buffers someone else carved (the model's
+// parameter and gradient buffers, an adapter buffer, a quantized store), so the optimizer, the checkpoint
+// writer and the HF exporter keep seeing one flat buffer with named tensors, whatever is attached here.
+// Four independent choices make up a layer:
+//
+//   1. The base weight W (out,in), trainable or frozen. Trainable means a place for its gradient exists:
+//      `dweight` (accumulated, the usual path) or an immediate-update callback (4b). Frozen means neither:
+//      no gradient buffer at all (LoRA, QLoRA, LoQT keep W frozen).
+//   2. Where W comes from: `weight` (fp32 in the parameter buffer), or `quant`, a QuantizedWeight filled by
+//      quant/ (NF4/FP4/INT): it either runs the product fused from the packed codes, or dequantizes into a
+//      scratch buffer before a plain fp32 matmul (bitsandbytes' approach). A quantized base is always frozen;
+//      LoQT changes it only at merges, outside forward/backward.
+//   3. A list of low-rank adapters: y += scale * (x A^T) B^T, A (r,in), B (out,r). Each factor is trainable or
+//      frozen on its own (LoQT trains only B; ReLoRA/SwitchLoRA both). x A^T is recomputed in the backward
+//      (N*r*in flops, small next to the base product) so adapters add no activation memory. Merging
+//      (W += scale B A), re-initialisation and switching are adapter methods' business (adapters/), done
+//      between steps on the same pointers.
+//   4. How the base weight gradient dW = dY^T X is formed and delivered:
+//      a) estimate: exact (all N rows), or SAMPLED through a RowSampler (WTA-CRS): at forward the sampler picks
+//         k of the N rows of X with weights w_i so that sum_i w_i dY_i^T X_i is unbiased; only those k rows
+//         are kept (k*in instead of N*in), and the backward forms the weight gradient from them. The
+//         gathering and weighted product are implemented here; the WTA-CRS selection itself is quant/adapter
+//         work to come (an all-rows sampler reproduces the exact gradient, which the test checks).
+//      b) delivery: accumulate into `dweight`, or IMMEDIATE: the gradient of this backward is formed in a
+//         layer-sized scratch and handed to `on_weight_grad(W, dW, n)` at once, which updates W in place
+//         (SGD/AdamW with per-layer state). The input gradient is computed BEFORE the callback, with the
+//         weights the forward used, so the update equals the usual step exactly; no full gradient buffer is
+//         needed (LoQT's 13B-in-24GB trick). Global-norm clipping needs every gradient first, so the immediate
+//         path does per-layer clipping or none, and needs one micro-batch per step (or its own accumulation).
+//
+// Every product goes through kernels/matmul.h; Real is float (runtime) or double (gradient checks). The
+// quantized slot exists for float only.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <vector>
+
+namespace llmq {
+
+// The quantized-base slot (2). rows = out, cols = in. quant/ implements it for its formats.
+struct QuantizedWeight {
+    virtual ~QuantizedWeight() = default;
+    virtual int rows() const = 0;
+    virtual int cols() const = 0;
+    // w (rows, cols) = the dequantized weight (overwrites)
+    virtual void dequantize(float* w) const = 0;
+    // Fused products straight from the codes; return false where the format has none (the Linear then
+    // dequantizes into its scratch and uses the fp32 matmul).
+    // out (N,rows) = inp (N,cols) W^T
+    virtual bool fused_forward(float* out, const float* inp, int N) const { return false; }
+    // dinp (N,cols) += dout (N,rows) W
+    virtual bool fused_backward_input(float* dinp, const float* dout, int N) const { return false; }
+};
+
+// One low-rank adapter (3). A gradient pointer left null freezes that factor.
+template <typename Real>
+struct LoraAdapter {
+    int rank = 0;
+    Real scale = 1;      // peft: alpha / r; LoQT: alpha
+    Real* A = nullptr;   // (rank, in)
+    Real* B = nullptr;   // (out, rank)
+    Real* dA = nullptr;  // (rank, in) accumulated gradient, or null (frozen)
+    Real* dB = nullptr;  // (out, rank) accumulated gradient, or null (frozen)
+};
+
+// The sampled weight-gradient hook (4a). Called at every forward of a layer whose base is trained.
+template <typename Real>
+struct RowSampler {
+    virtual ~RowSampler() = default;
+    // inp (N,C). Fills rows (k indices in [0,N)) and weights (k) such that
+    // sum_i weights[i] * dout[rows[i]]^T inp[rows[i]] is an unbiased estimate of dout^T inp for any dout.
+    virtual void select(const Real* inp, int N, int C, std::vector<int>& rows, std::vector<Real>& weights) = 0;
+};
+
+// The immediate-update callback (4b): param (n) is updated in place from grad (n), this layer's full
+// gradient for the current backward. The callback may identify the tensor by the param pointer (e.g. its
+// offset in the model's parameter buffer indexes the optimizer state).
+template <typename Real>
+using WeightUpdateFn = std::function<void(Real* param, const Real* grad, size_t n)>;
+
+template <typename Real>
+class Linear {
+  public:
+    int in = 0, out = 0;                            // C, OC
+    Real* weight = nullptr;                         // (out,in) base weight; unused when quant is set
+    Real* dweight = nullptr;                        // (out,in) accumulated gradient; null: not accumulated
+    std::shared_ptr<const QuantizedWeight> quant;   // float only; a quantized base is frozen
+    std::vector<LoraAdapter<Real>> adapters;
+    std::shared_ptr<RowSampler<Real>> sampler;      // null: exact weight gradient
+    WeightUpdateFn<Real> on_weight_grad;            // set: immediate update instead of dweight
+    Real* immediate_scratch = nullptr;              // (out*in) shared scratch for the immediate path; null: own
+
+    Linear() = default;
+    Linear(int in_features, int out_features, Real* w, Real* dw) : in(in_features), out(out_features), weight(w), dweight(dw) {}
+
+    // Whether the base weight receives a gradient this backward.
+    bool base_trained() const { return !quant && (dweight != nullptr || (bool)on_weight_grad); }
+
+    // out (N,out) = inp (N,in) W^T + sum over adapters. Overwrites out. With a sampler, keeps the chosen rows.
+    void forward(Real* out_, const Real* inp, int N);
+    // dinp (N,in) += dout W (+ adapters), unless dinp is null; adapter and base weight gradients as configured.
+    // inp is the forward's input (N,in); the base weight must be the one the forward used.
+    void backward(Real* dinp, const Real* dout, const Real* inp, int N);
+
+    size_t scratch_bytes() const;  // what this layer holds beyond its views (dequantized weight, samples, ...)
+
+  private:
+    const Real* base_weight();  // weight, or the dequantized copy in dequant_
+    void check() const;
+
+    std::vector<Real> dequant_;     // (out,in) dequantized base, when quant has no fused path
+    std::vector<Real> adapter_u_;   // (N,r) x A^T
+    std::vector<Real> adapter_du_;  // (N,r)
+    std::vector<Real> own_scratch_; // (out,in) immediate-path gradient when no shared scratch is given
+    std::vector<int> sample_rows_;  // (k) rows kept by the sampler at the last forward
+    std::vector<Real> sample_w_;    // (k)
+    std::vector<Real> sample_inp_;  // (k,in) those rows of the input
+    std::vector<Real> sample_dout_; // (k,out) weighted rows of dout, in the backward
+};
+
+}  // namespace llmq

@@ -1,0 +1,34 @@
+// model.cpp: Model (model.h), the fp32 runtime face of ModelCore<float> (model_core.h).
+#include "model.h"
+
+#include "model_core.h"
+
+namespace llmq {
+
+struct Model::Impl {
+    ModelCore<float> core;
+    Impl(const ModelConfig& config, uint64_t seed) : core(config, seed) {}
+};
+
+Model::Model(const ModelConfig& config, uint64_t seed) : impl_(new Impl(config, seed)) {}
+Model::~Model() = default;
+
+const ModelConfig& Model::config() const { return impl_->core.config(); }
+const std::vector<ParamTensor>& Model::tensors() const { return impl_->core.tensors(); }
+const ParamTensor& Model::tensor(const std::string& name) const { return impl_->core.tensor(name); }
+size_t Model::num_params() const { return impl_->core.num_params(); }
+float* Model::params() { return impl_->core.params(); }
+float* Model::grads() { return impl_->core.grads(); }
+const float* Model::params() const { return impl_->core.params(); }
+const float* Model::grads() const { return impl_->core.grads(); }
+float Model::forward(const int* tokens, const int* targets, int B, int T) {
+    return impl_->core.forward(tokens, targets, B, T);
+}
+const float* Model::logits() const { return impl_->core.logits(); }
+void Model::zero_grad() { impl_->core.zero_grad(); }
+void Model::backward(float loss_scale) { impl_->core.backward(loss_scale); }
+size_t Model::activation_bytes() const { return impl_->core.activation_bytes(); }
+ModelCore<float>& Model::core() { return impl_->core; }
+const ModelCore<float>& Model::core() const { return impl_->core; }
+
+}  // namespace llmq

@@ -1,0 +1,248 @@
+// model_core.cpp: parameter layout and initialisation, forward and backward of the LLaMA decoder
+// (math in model.h, layout in model_core.h, activations in activations.h). Only kernels/ ops compute;
+// this file only wires them. Instantiated for float (Model) and double (the gradient check).
+#include "model_core.h"
+
+#include <algorithm>
+
+#include "../kernels/attention.h"
+#include "../kernels/common.h"
+#include "../kernels/crossentropy.h"
+#include "../kernels/embedding.h"
+#include "../kernels/residual.h"
+#include "../kernels/rmsnorm.h"
+#include "../kernels/rope.h"
+#include "../kernels/swiglu.h"
+
+namespace llmq {
+
+namespace {
+
+template <typename Real>
+void zero(Real* p, size_t n) {
+    std::fill(p, p + n, Real(0));
+}
+
+}  // namespace
+
+template <typename Real>
+ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(config) {
+    config_.validate();
+    const ModelConfig& c = config_;
+    const int C = c.dim, F = c.ffn_dim, V = c.vocab_size, QD = c.n_heads * c.head_dim(),
+              KD = c.n_kv_heads * c.head_dim();
+
+    // 1. the layout
+    size_t offset = 0;
+    auto add = [&](const std::string& name, std::vector<int> shape) {
+        ParamTensor t;
+        t.name = name;
+        t.offset = offset;
+        t.size = 1;
+        for (int d : shape) t.size *= (size_t)d;
+        t.shape = std::move(shape);
+        t.decay = t.shape.size() == 2;
+        offset += t.size;
+        tensors_.push_back(t);
+    };
+    add("model.embed_tokens.weight", {V, C});
+    for (int l = 0; l < c.n_layers; l++) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", {C});
+        add(p + "self_attn.q_proj.weight", {QD, C});
+        add(p + "self_attn.k_proj.weight", {KD, C});
+        add(p + "self_attn.v_proj.weight", {KD, C});
+        add(p + "self_attn.o_proj.weight", {C, QD});
+        add(p + "post_attention_layernorm.weight", {C});
+        add(p + "mlp.gate_proj.weight", {F, C});
+        add(p + "mlp.up_proj.weight", {F, C});
+        add(p + "mlp.down_proj.weight", {C, F});
+    }
+    add("model.norm.weight", {C});
+    if (!c.tied_embeddings) add("lm_head.weight", {V, C});
+    LLMQ_CHECK(offset == c.num_params(), "model %s: layout has %zu parameters, config says %zu", c.name.c_str(),
+               offset, c.num_params());
+    params_.assign(offset, Real(0));
+    grads_.assign(offset, Real(0));
+
+    // 2. initialisation: fp32 draws (the same numbers for float and double), layout order
+    Rng rng(seed);
+    for (const ParamTensor& t : tensors_) {
+        Real* p = params_.data() + t.offset;
+        for (size_t i = 0; i < t.size; i++) p[i] = t.shape.size() == 2 ? (Real)(c.init_std * rng.normal()) : Real(1);
+    }
+
+    // 3. views
+    auto P = [&](const std::string& name) { return params_.data() + tensor(name).offset; };
+    auto G = [&](const std::string& name) { return grads_.data() + tensor(name).offset; };
+    embed_ = P("model.embed_tokens.weight");
+    dembed_ = G("model.embed_tokens.weight");
+    normf_ = P("model.norm.weight");
+    dnormf_ = G("model.norm.weight");
+    layers_.resize(c.n_layers);
+    for (int l = 0; l < c.n_layers; l++) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        TransformerLayer<Real>& L = layers_[l];
+        L.ln1 = P(p + "input_layernorm.weight");
+        L.dln1 = G(p + "input_layernorm.weight");
+        L.ln2 = P(p + "post_attention_layernorm.weight");
+        L.dln2 = G(p + "post_attention_layernorm.weight");
+        auto lin = [&](const std::string& name, int in, int out) {
+            return Linear<Real>(in, out, P(p + name + ".weight"), G(p + name + ".weight"));
+        };
+        L.q = lin("self_attn.q_proj", C, QD);
+        L.k = lin("self_attn.k_proj", C, KD);
+        L.v = lin("self_attn.v_proj", C, KD);
+        L.o = lin("self_attn.o_proj", QD, C);
+        L.gate = lin("mlp.gate_proj", C, F);
+        L.up = lin("mlp.up_proj", C, F);
+        L.down = lin("mlp.down_proj", F, C);
+    }
+    const std::string head = c.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    lm_head_ = Linear<Real>(C, V, P(head), G(head));
+}
+
+template <typename Real>
+const ParamTensor& ModelCore<Real>::tensor(const std::string& name) const {
+    for (const ParamTensor& t : tensors_)
+        if (t.name == name) return t;
+    throw Error(format("model %s: no parameter tensor named '%s'", config_.name.c_str(), name.c_str()));
+}
+
+template <typename Real>
+void ModelCore<Real>::check_inputs(const int* tokens, const int* targets, int B, int T) const {
+    LLMQ_CHECK(B > 0 && T > 0, "model forward: batch %d x sequence %d must be positive", B, T);
+    LLMQ_CHECK(T <= config_.max_seq_len, "model forward: sequence length %d exceeds max_seq_len %d", T,
+               config_.max_seq_len);
+    const int V = config_.vocab_size;
+    for (int i = 0; i < B * T; i++) {
+        LLMQ_CHECK(tokens[i] >= 0 && tokens[i] < V,
+                   "model forward: token id %d at position %d (sequence %d, t %d) is outside the vocabulary [0, %d)",
+                   tokens[i], i, i / T, i % T, V);
+        if (targets)
+            LLMQ_CHECK(targets[i] == kIgnoreIndex || (targets[i] >= 0 && targets[i] < V),
+                       "model forward: target id %d at position %d (sequence %d, t %d) is outside the vocabulary "
+                       "[0, %d) and is not the ignore index %d",
+                       targets[i], i, i / T, i % T, V, kIgnoreIndex);
+    }
+}
+
+template <typename Real>
+Real ModelCore<Real>::forward(const int* tokens, const int* targets, int B, int T) {
+    check_inputs(tokens, targets, B, T);
+    const ModelConfig& c = config_;
+    acts_.plan(c, B, T);
+    Activations<Real>& A = acts_;
+    const int N = B * T, C = c.dim, F = c.ffn_dim, V = c.vocab_size, hd = c.head_dim();
+    const Real eps = (Real)c.norm_eps;
+    std::copy(tokens, tokens + N, A.tokens.begin());
+    if (targets) std::copy(targets, targets + N, A.targets.begin());
+    have_dlogits_ = false;
+
+    embedding_forward_cpu(A.residual[0], tokens, embed_, N, C);
+    for (int l = 0; l < c.n_layers; l++) {
+        LayerActivations<Real>& a = A.layers[l];
+        TransformerLayer<Real>& L = layers_[l];
+        // attention block: mid = x + o(attn(rope(q n1), rope(k n1), v n1)), n1 = rmsnorm(x)
+        rmsnorm_forward_cpu(a.norm1, a.rstd1, A.residual[l], L.ln1, N, C, eps);
+        L.q.forward(a.q, a.norm1, N);
+        L.k.forward(a.k, a.norm1, N);
+        L.v.forward(a.v, a.norm1, N);
+        rope_forward_cpu(a.q, a.q, A.rope_cos, A.rope_sin, B, T, c.n_heads, hd);
+        rope_forward_cpu(a.k, a.k, A.rope_cos, A.rope_sin, B, T, c.n_kv_heads, hd);
+        attention_forward_cpu(a.att, a.lse, a.q, a.k, a.v, B, T, c.n_heads, c.n_kv_heads, hd);
+        L.o.forward(A.dnorm, a.att, N);  // dnorm: the forward's (N,C) temporary
+        residual_forward_cpu(a.mid, A.residual[l], A.dnorm, (size_t)N * C);
+        // MLP block: out = mid + down(silu(gate n2) * up n2), n2 = rmsnorm(mid)
+        rmsnorm_forward_cpu(a.norm2, a.rstd2, a.mid, L.ln2, N, C, eps);
+        L.gate.forward(a.gate, a.norm2, N);
+        L.up.forward(a.up, a.norm2, N);
+        swiglu_forward_cpu(a.hidden, a.gate, a.up, (size_t)N * F);
+        L.down.forward(A.dnorm, a.hidden, N);
+        residual_forward_cpu(A.residual[l + 1], a.mid, A.dnorm, (size_t)N * C);
+    }
+    rmsnorm_forward_cpu(A.normf, A.rstdf, A.residual[c.n_layers], normf_, N, C, eps);
+    lm_head_.forward(A.logits, A.normf, N);
+    if (!targets) return Real(0);
+
+    valid_targets_ = 0;
+    for (int i = 0; i < N; i++) valid_targets_ += targets[i] != kIgnoreIndex;
+    const Real grad_scale = valid_targets_ > 0 ? Real(1) / valid_targets_ : Real(0);
+    // the fused classifier: losses, and dlogits (mean-loss gradient) in place of the logits
+    crossentropy_forward_backward_cpu(A.losses, A.logits, A.logits, targets, N, V, kIgnoreIndex, grad_scale);
+    have_dlogits_ = true;
+    double sum = 0;
+    for (int i = 0; i < N; i++) sum += A.losses[i];
+    return valid_targets_ > 0 ? (Real)(sum / valid_targets_) : Real(0);
+}
+
+template <typename Real>
+void ModelCore<Real>::zero_grad() {
+    zero(grads_.data(), grads_.size());
+}
+
+template <typename Real>
+void ModelCore<Real>::backward(Real loss_scale) {
+    LLMQ_CHECK(have_dlogits_, "model backward: needs a forward with targets since the last backward");
+    have_dlogits_ = false;
+    const ModelConfig& c = config_;
+    Activations<Real>& A = acts_;
+    const int B = A.B, T = A.T, N = B * T, C = c.dim, F = c.ffn_dim, V = c.vocab_size, hd = c.head_dim();
+    const size_t NC = (size_t)N * C, NF = (size_t)N * F, NQ = (size_t)N * c.n_heads * hd,
+                 NK = (size_t)N * c.n_kv_heads * hd;
+    Real* dlogits = A.logits;
+    if (loss_scale != Real(1))
+        for (size_t i = 0; i < (size_t)N * V; i++) dlogits[i] *= loss_scale;
+
+    // classifier and final norm: dres = d(loss)/d(residual[L])
+    zero(A.dnorm, NC);
+    lm_head_.backward(A.dnorm, dlogits, A.normf, N);
+    zero(A.dres, NC);
+    rmsnorm_backward_cpu(A.dres, dnormf_, A.dnorm, A.residual[c.n_layers], normf_, A.rstdf, N, C);
+
+    for (int l = c.n_layers - 1; l >= 0; l--) {
+        LayerActivations<Real>& a = A.layers[l];
+        TransformerLayer<Real>& L = layers_[l];
+        // MLP block. dres holds d/d(out), which is also the skip path's d/d(mid); the norm path adds to it.
+        zero(A.dhidden, NF);
+        L.down.backward(A.dhidden, A.dres, a.hidden, N);
+        zero(A.dgate, NF);
+        zero(A.dup, NF);
+        swiglu_backward_cpu(A.dgate, A.dup, A.dhidden, a.gate, a.up, NF);
+        zero(A.dnorm, NC);
+        L.gate.backward(A.dnorm, A.dgate, a.norm2, N);
+        L.up.backward(A.dnorm, A.dup, a.norm2, N);
+        rmsnorm_backward_cpu(A.dres, L.dln2, A.dnorm, a.mid, L.ln2, a.rstd2, N, C);
+        // attention block, the same way: dres now holds d/d(mid)
+        zero(A.datt, NQ);
+        L.o.backward(A.datt, A.dres, a.att, N);
+        zero(A.dq, NQ);
+        zero(A.dk, NK);
+        zero(A.dv, NK);
+        attention_backward_cpu(A.dq, A.dk, A.dv, A.datt, a.q, a.k, a.v, a.att, a.lse, B, T, c.n_heads, c.n_kv_heads,
+                               hd);
+        zero(A.dq_pre, NQ);
+        zero(A.dk_pre, NK);
+        rope_backward_cpu(A.dq_pre, A.dq, A.rope_cos, A.rope_sin, B, T, c.n_heads, hd);
+        rope_backward_cpu(A.dk_pre, A.dk, A.rope_cos, A.rope_sin, B, T, c.n_kv_heads, hd);
+        zero(A.dnorm, NC);
+        L.q.backward(A.dnorm, A.dq_pre, a.norm1, N);
+        L.k.backward(A.dnorm, A.dk_pre, a.norm1, N);
+        L.v.backward(A.dnorm, A.dv, a.norm1, N);
+        rmsnorm_backward_cpu(A.dres, L.dln1, A.dnorm, A.residual[l], L.ln1, a.rstd1, N, C);
+    }
+    embedding_backward_cpu(dembed_, A.dres, A.tokens.data(), N, C);
+}
+
+template <typename Real>
+size_t ModelCore<Real>::activation_bytes() const {
+    size_t bytes = acts_.bytes() + lm_head_.scratch_bytes();
+    for (const TransformerLayer<Real>& L : layers_)
+        for (const Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) bytes += lin->scratch_bytes();
+    return bytes;
+}
+
+template class ModelCore<float>;
+template class ModelCore<double>;
+
+}  // namespace llmq

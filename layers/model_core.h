@@ -1,0 +1,77 @@
+// model_core: the math of the LLaMA model (model.h), once, as a template over the scalar type:
+// ModelCore<float> is what Model runs; ModelCore<double> is what the whole-model gradient check runs.
+// Same parameter layout, same initialisation (fp32 draws, widened for double), same ops from kernels/.
+//
+// Parameter buffer layout, in order (HF LLaMA names, shapes (out,in) for linear weights):
+//   model.embed_tokens.weight (V,C)
+//   per layer i, prefix model.layers.i.:
+//     input_layernorm.weight (C); self_attn.{q,k,v,o}_proj.weight (QD,C) (KD,C) (KD,C) (C,QD);
+//     post_attention_layernorm.weight (C); mlp.{gate,up,down}_proj.weight (F,C) (F,C) (C,F)
+//   model.norm.weight (C); lm_head.weight (V,C) only when embeddings are untied.
+// Initialisation: normal(0, init_std) for every matrix, in layout order from one Rng(seed); norms 1.
+// No 1/sqrt(2L) scaling of the residual-output projections (o_proj, down_proj): the seed papers' LLaMA
+// configs (and HF's LlamaPreTrainedModel) use plain std 0.02 everywhere, and we match them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "activations.h"
+#include "config.h"
+#include "linear.h"
+#include "model.h"
+
+namespace llmq {
+
+template <typename Real>
+struct TransformerLayer {
+    Real *ln1 = nullptr, *dln1 = nullptr;  // input_layernorm (C)
+    Real *ln2 = nullptr, *dln2 = nullptr;  // post_attention_layernorm (C)
+    Linear<Real> q, k, v, o, gate, up, down;
+};
+
+template <typename Real>
+class ModelCore {
+  public:
+    ModelCore(const ModelConfig& config, uint64_t seed);
+    ModelCore(const ModelCore&) = delete;
+    ModelCore& operator=(const ModelCore&) = delete;
+
+    const ModelConfig& config() const { return config_; }
+    const std::vector<ParamTensor>& tensors() const { return tensors_; }
+    const ParamTensor& tensor(const std::string& name) const;
+    size_t num_params() const { return params_.size(); }
+    Real* params() { return params_.data(); }
+    Real* grads() { return grads_.data(); }
+    const Real* params() const { return params_.data(); }
+    const Real* grads() const { return grads_.data(); }
+
+    // As Model::forward / backward (model.h).
+    Real forward(const int* tokens, const int* targets, int B, int T);
+    const Real* logits() const { return acts_.logits; }
+    void zero_grad();
+    void backward(Real loss_scale = Real(1));
+
+    size_t activation_bytes() const;
+    const Activations<Real>& activations() const { return acts_; }
+
+    // The layers' Linear views, for attaching adapters, samplers, quantized bases, immediate updates.
+    std::vector<TransformerLayer<Real>>& layers() { return layers_; }
+    Linear<Real>& lm_head() { return lm_head_; }
+
+  private:
+    void check_inputs(const int* tokens, const int* targets, int B, int T) const;
+
+    ModelConfig config_;
+    std::vector<ParamTensor> tensors_;
+    std::vector<Real> params_, grads_;
+    Real *embed_ = nullptr, *dembed_ = nullptr, *normf_ = nullptr, *dnormf_ = nullptr;
+    std::vector<TransformerLayer<Real>> layers_;
+    Linear<Real> lm_head_;
+    Activations<Real> acts_;
+    int valid_targets_ = 0;      // non-ignored targets of the last forward
+    bool have_dlogits_ = false;  // a forward with targets ran since the last backward
+};
+
+}  // namespace llmq
