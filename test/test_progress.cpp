@@ -49,14 +49,19 @@ TEST(Progress, CountsWithUnitAndUnknownTotal) {
         Progress bar("merges", 0, Progress::Count, "tok", f);
         bar.update(12345);
         EXPECT_EQ(bar.done(), 12345);
-        // destructor finishes
+        bar.finish();
     }
+    {
+        Progress unfinished("abandoned", 100, Progress::Count, "it", f);
+        unfinished.update(10);  // below the first quarter: no line
+    }  // destroyed without finish(), as when an error unwinds: no final line
     std::string out = read_all(f);
     fclose(f);
     EXPECT_EQ(count_lines(out), 1) << out;
     EXPECT_NE(out.find("12.3k tok"), std::string::npos) << out;
     EXPECT_NE(out.find("tok/s"), std::string::npos) << out;
     EXPECT_EQ(out.find('%'), std::string::npos) << "no percent without a total: " << out;
+    EXPECT_EQ(out.find("abandoned"), std::string::npos) << out;
 }
 
 TEST(Progress, HumanCounts) {

@@ -32,7 +32,9 @@ Progress::Progress(std::string label, double total, Kind kind, std::string unit,
     : label_(std::move(label)), unit_(std::move(unit)), total_(total), kind_(kind), stream_(stream),
       tty_(isatty(fileno(stream))), start_(now_seconds()) {}
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+    if (!finished_ && tty_ && last_draw_ > 0) fputc('\n', stream_);
+}
 
 double Progress::elapsed() const { return now_seconds() - start_; }
 

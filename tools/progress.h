@@ -25,7 +25,9 @@ class Progress {
     enum Kind { Bytes, Count };
 
     Progress(std::string label, double total, Kind kind = Count, std::string unit = "it", FILE* stream = stderr);
-    ~Progress();  // finishes the bar if finish() was not called
+    // Without finish() (an error unwinding), prints no final line: on a terminal it only ends the bar's
+    // line so that the error message starts on a fresh one.
+    ~Progress();
     Progress(const Progress&) = delete;
     Progress& operator=(const Progress&) = delete;
 
