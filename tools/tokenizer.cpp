@@ -22,12 +22,14 @@ struct Tokenizer::Impl {
     std::vector<uint32_t> rank_to_id;
     BpeRankTable ranks;                             // bytes -> rank
     uint32_t byte_rank[256];                        // rank of each single byte
+    std::vector<uint32_t> pair2_rank;               // rank of each 2-byte string (b0 | b1 << 8), or kNone
     std::vector<uint32_t> id_offset, id_length;      // id's bytes in arena; length kHole: no such token
     std::vector<std::pair<std::string, uint32_t>> specials;  // sorted by id
     bool special_first_byte[256] = {};
     uint32_t eot = kNoToken;
 
     static constexpr uint32_t kHole = 0xFFFFFFFFu;
+    static constexpr size_t kSmallPiece = 128;  // longer pieces merge with a heap (bpe_large)
 
     void bpe(const unsigned char* piece, size_t n, std::vector<uint32_t>& out) const;
     void bpe_small(const unsigned char* piece, size_t n, std::vector<uint32_t>& out) const;
@@ -88,6 +90,11 @@ Tokenizer Tokenizer::from_spec(const TokenizerSpec& spec) {
         impl->byte_rank[b] = impl->ranks.find(&byte, 1);
         LLMQ_CHECK(impl->byte_rank[b] != BpeRankTable::kNone, "%s: no token for the single byte 0x%02x", name, b);
     }
+    impl->pair2_rank.resize(65536);
+    for (int pair = 0; pair < 65536; pair++) {
+        unsigned char two[2] = {(unsigned char)pair, (unsigned char)(pair >> 8)};
+        impl->pair2_rank[pair] = impl->ranks.find(two, 2);
+    }
     for (auto& t : spec.extra_tokens) {
         uint32_t offset = (uint32_t)impl->arena.size();
         impl->arena += t.first;
@@ -112,34 +119,31 @@ Tokenizer Tokenizer::from_spec(const TokenizerSpec& spec) {
 
 // ---- byte-pair merging ----------------------------------------------------------------------------
 
-// tiktoken's array scan. part k covers piece[start[k], start[k+1]); pair_rank[k] is the rank of parts k
-// and k+1 together (kNone when that is no token); token_rank[k] is part k's own rank.
+// tiktoken's scan for the lowest-rank pair, over a linked list of parts kept in small arrays: part i
+// covers piece[i, next[i]); pair_rank[i] is the rank of part i joined with the part after it (kNone when
+// that is no token, or i is the last part); token_rank[i] is part i's own rank.
 void Tokenizer::Impl::bpe_small(const unsigned char* piece, size_t n, std::vector<uint32_t>& out) const {
     constexpr uint32_t kNone = BpeRankTable::kNone;
-    uint32_t start[129], pair_rank[128], token_rank[128];
-    size_t parts = n;
-    for (size_t k = 0; k < n; k++) {
-        start[k] = (uint32_t)k;
-        token_rank[k] = byte_rank[piece[k]];
-        pair_rank[k] = k + 1 < n ? ranks.find(piece + k, 2) : kNone;
+    uint8_t next[kSmallPiece + 1];
+    uint32_t pair_rank[kSmallPiece], token_rank[kSmallPiece];
+    for (size_t i = 0; i < n; i++) {
+        next[i] = (uint8_t)(i + 1);
+        token_rank[i] = byte_rank[piece[i]];
+        pair_rank[i] = i + 1 < n ? pair2_rank[piece[i] | (piece[i + 1] << 8)] : kNone;
     }
-    start[n] = (uint32_t)n;
     for (;;) {
         uint32_t best = kNone;
-        size_t k_best = 0;
-        for (size_t k = 0; k + 1 < parts; k++)
-            if (pair_rank[k] < best) { best = pair_rank[k]; k_best = k; }
+        size_t at = 0, before = 0, prev = 0;  // the best pair's left part, and the part before it
+        for (size_t i = 0; i < n; prev = i, i = next[i])
+            if (pair_rank[i] < best) { best = pair_rank[i]; at = i; before = prev; }
         if (best == kNone) break;
-        size_t k = k_best;  // merge parts k and k+1
-        token_rank[k] = best;
-        std::copy(start + k + 2, start + parts + 1, start + k + 1);
-        std::copy(token_rank + k + 2, token_rank + parts, token_rank + k + 1);
-        std::copy(pair_rank + k + 2, pair_rank + parts, pair_rank + k + 1);
-        parts--;
-        pair_rank[k] = k + 1 < parts ? ranks.find(piece + start[k], start[k + 2] - start[k]) : kNone;
-        if (k > 0) pair_rank[k - 1] = ranks.find(piece + start[k - 1], start[k + 1] - start[k - 1]);
+        size_t k = next[next[at]];  // merge part at with the next one; k is the part after them (or n)
+        token_rank[at] = best;
+        next[at] = (uint8_t)k;
+        pair_rank[at] = k < n ? ranks.find(piece + at, next[k] - at) : kNone;
+        if (at > 0) pair_rank[before] = ranks.find(piece + before, k - before);
     }
-    for (size_t k = 0; k < parts; k++) out.push_back(rank_to_id[token_rank[k]]);
+    for (size_t i = 0; i < n; i = next[i]) out.push_back(rank_to_id[token_rank[i]]);
 }
 
 // The same merges for long pieces: parts are a linked list keyed by their first byte's position; a heap
@@ -153,7 +157,7 @@ void Tokenizer::Impl::bpe_large(const unsigned char* piece, size_t n, std::vecto
         next[i] = (uint32_t)(i + 1);
         prev[i] = (uint32_t)(i - 1);  // wraps for i == 0; never read there
         token_rank[i] = byte_rank[piece[i]];
-        pair_rank[i] = i + 1 < n ? ranks.find(piece + i, 2) : kNone;
+        pair_rank[i] = i + 1 < n ? pair2_rank[piece[i] | (piece[i + 1] << 8)] : kNone;
         if (pair_rank[i] != kNone) heap.push(((uint64_t)pair_rank[i] << 32) | i);
     }
     auto rank_of_span = [&](uint32_t a, uint32_t b) { return ranks.find(piece + a, b - a); };
@@ -188,7 +192,7 @@ void Tokenizer::Impl::bpe(const unsigned char* piece, size_t n, std::vector<uint
         out.push_back(rank_to_id[whole]);
         return;
     }
-    if (n <= 128) bpe_small(piece, n, out);
+    if (n <= kSmallPiece) bpe_small(piece, n, out);
     else bpe_large(piece, n, out);
 }
 
@@ -257,6 +261,27 @@ uint32_t Tokenizer::eot_id() const { return impl_->eot; }
 const std::string& Tokenizer::name() const { return impl_->name; }
 PretokenPattern Tokenizer::pattern() const { return impl_->pattern; }
 const std::vector<std::pair<std::string, uint32_t>>& Tokenizer::special_tokens() const { return impl_->specials; }
+
+TokenizerSpec Tokenizer::spec() const {
+    const Impl& m = *impl_;
+    TokenizerSpec spec;
+    spec.name = m.name;
+    spec.pattern = m.pattern;
+    std::vector<bool> listed(m.id_length.size(), false);
+    bool id_is_rank = true;
+    for (size_t r = 0; r < m.rank_to_id.size(); r++) {
+        spec.ranked_tokens.emplace_back(m.arena, m.rank_offset[r], m.rank_length[r]);
+        listed[m.rank_to_id[r]] = true;
+        id_is_rank = id_is_rank && m.rank_to_id[r] == r;
+    }
+    if (!id_is_rank) spec.ranked_ids = m.rank_to_id;
+    spec.special_tokens = m.specials;
+    for (auto& t : m.specials) listed[t.second] = true;
+    for (uint32_t id = 0; id < m.id_length.size(); id++)
+        if (!listed[id] && m.id_length[id] != Impl::kHole) spec.extra_tokens.emplace_back(std::string(token_bytes(id)), id);
+    spec.vocab_size = vocab_size();
+    return spec;
+}
 
 uint32_t Tokenizer::special_token_id(std::string_view text) const {
     for (auto& t : impl_->specials)

@@ -72,12 +72,20 @@ class Tokenizer {
     uint32_t special_token_id(std::string_view text) const;
     // Whether id names a token (false for holes such as cl100k_base's 100256, and past the vocabulary).
     bool is_token(uint32_t id) const;
+    // The parts this tokenizer was built from (from_spec(t.spec()) encodes exactly like t).
+    TokenizerSpec spec() const;
 
     // internals are the implementation's (tools/tokenizer.cpp)
   private:
     struct Impl;
     std::shared_ptr<const Impl> impl_;
 };
+
+// Writes spec as tiktoken JSON (pat_str, special_tokens, bpe_ranks, and explicit_n_vocab when
+// spec.vocab_size is set), the format from_file reads back, e.g. for a trained vocabulary. The ranked
+// ids must be consecutive (ranked_ids empty, or ranked_ids[r] == ranked_ids[0] + r) and extra_tokens
+// empty, as the format has no place for others. Throws Error naming the path.
+void write_tiktoken_json(const TokenizerSpec& spec, const std::string& path);
 
 // The repository's data/ directory as seen from the running program: $LLMQ_DATA if set, else the
 // directory containing the executable's "data/", else "./data".

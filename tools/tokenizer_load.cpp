@@ -354,8 +354,9 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     size_t first = text.find_first_not_of(" \t\r\n");
     if (first != std::string::npos && text[first] == '{') {
         JsonValue doc = parse_json(text, path);
-        if (doc.find("bpe_ranks")) return from_spec(load_tiktoken_json(doc, path, path));
-        if (doc.find("model")) return from_spec(load_hf(doc, path));
+        // (keys checked with their types: GPT-2's encoder.json has a token named "model")
+        if (const JsonValue* r = doc.find("bpe_ranks"); r && r->is_string()) return from_spec(load_tiktoken_json(doc, path, path));
+        if (const JsonValue* m = doc.find("model"); m && m->is_object()) return from_spec(load_hf(doc, path));
         bool all_ints = doc.size() > 0;
         for (auto& m : doc.as_object()) all_ints = all_ints && m.second.is_number();
         if (all_ints) {

@@ -34,33 +34,11 @@ struct Utf8Char {
 // Decodes the character at s[i] (i < n). Well-formed UTF-8 (no overlong forms, surrogates or code
 // points past U+10FFFF) gives the code point's flags; any other byte is a character by itself with
 // no flags, so every byte string splits into characters and nothing is lost.
+Utf8Char utf8_char_at_multibyte(const unsigned char* s, size_t n, size_t i);  // s[i] >= 0x80
 inline Utf8Char utf8_char_at(const unsigned char* s, size_t n, size_t i) {
     unsigned char b0 = s[i];
     if (b0 < 0x80) return {kUnicodeAsciiFlags[b0], 1};
-    size_t left = n - i;
-    uint32_t cp;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-        if (left < 2 || (s[i + 1] & 0xC0) != 0x80) return {0, 1};
-        cp = ((b0 & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu);
-        return {unicode_flags_slow(cp), 2};
-    }
-    if (b0 >= 0xE0 && b0 <= 0xEF) {
-        if (left < 3) return {0, 1};
-        unsigned char b1 = s[i + 1], b2 = s[i + 2];
-        unsigned char lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
-        if (b1 < lo || b1 > hi || (b2 & 0xC0) != 0x80) return {0, 1};
-        cp = ((b0 & 0x0Fu) << 12) | ((b1 & 0x3Fu) << 6) | (b2 & 0x3Fu);
-        return {unicode_flags_slow(cp), 3};
-    }
-    if (b0 >= 0xF0 && b0 <= 0xF4) {
-        if (left < 4) return {0, 1};
-        unsigned char b1 = s[i + 1], b2 = s[i + 2], b3 = s[i + 3];
-        unsigned char lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
-        if (b1 < lo || b1 > hi || (b2 & 0xC0) != 0x80 || (b3 & 0xC0) != 0x80) return {0, 1};
-        cp = ((b0 & 0x07u) << 18) | ((b1 & 0x3Fu) << 12) | ((b2 & 0x3Fu) << 6) | (b3 & 0x3Fu);
-        return {unicode_flags_slow(cp), 4};
-    }
-    return {0, 1};
+    return utf8_char_at_multibyte(s, n, i);
 }
 
 }  // namespace llmq
