@@ -95,8 +95,8 @@ static int train_main(int argc, char** argv) {
 
 struct SampleFlags {
     std::string ckpt, prompt, encoding, vocab;
-    int tokens = 128, top_k = 40, threads = 0;
-    float temperature = 0.8f;
+    int tokens = 128, top_k = SampleOptions{}.top_k, threads = 0;
+    float temperature = SampleOptions{}.temperature;
     uint64_t seed = 1337;
 };
 
@@ -145,6 +145,7 @@ static int sample_main(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);  // log lines reach a redirected log as they happen
     try {
         if (argc > 1 && !strcmp(argv[1], "sample")) return sample_main(argc, argv);
         return train_main(argc, argv);

@@ -15,7 +15,7 @@ namespace llmq {
 
 struct SampleOptions {
     int tokens = 64;           // new tokens to generate
-    float temperature = 1.0f;  // <= 0: greedy (argmax)
+    float temperature = 0.8f;  // <= 0: greedy (argmax)
     int top_k = 40;            // <= 0: the whole vocabulary
     int max_context = 0;       // the forward pass sees at most this many tokens (0: the model's max_seq_len)
 };

@@ -48,7 +48,7 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("out", &o.out, "output directory: metrics.jsonl, loss.svg, checkpoints");
     f.add("log-every", &o.log_every, "print a step line every N steps");
     f.add("eval-every", &o.eval_every, "val loss every N steps (0: only at the end)");
-    f.add("val-batches", &o.val_batches, "val batches per evaluation (0: no evaluation)");
+    f.add("val-batches", &o.val_batches, "val batches per evaluation, at most the whole val split (0: none)");
     f.add("ckpt-every", &o.ckpt_every, "write DIR/latest.ckpt every N steps (0: only at the end)");
     f.add("ckpt-keep-every", &o.ckpt_keep_every, "also keep DIR/ckpt_step_NNNNNN.ckpt every N steps (0: never)");
     f.add("resume", &o.resume, "continue from a checkpoint: a file, DIR or DIR/latest");
@@ -231,7 +231,8 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     int val_batch_count = 0;
     if (val_data) {
-        uint64_t full = (val_data->num_windows() + B - 1) / B;
+        // whole batches only, so no window counts twice (one wrapped batch when the split is shorter)
+        uint64_t full = std::max<uint64_t>(1, val_data->num_windows() / B);
         val_batch_count = (int)std::min<uint64_t>(o.val_batches, full);
         // the entropy of the val targets' own unigram distribution: the best any context-free model can do
         std::vector<uint64_t> counts(vocab, 0);
