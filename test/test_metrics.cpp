@@ -65,6 +65,10 @@ TEST(Metrics, LossPlotHasSeriesAxesTicksAndLabels) {
     EXPECT_NE(svg.find(">200</text>"), std::string::npos) << "x ticks reach the last step";
     EXPECT_NE(svg.find(">100</text>"), std::string::npos);
     EXPECT_NE(svg.find(">4</text>"), std::string::npos) << "y ticks at round losses";
+    // losses span ~3.2..12.8: ticks every 2, and the axis ends on ticks (2 and 14)
+    EXPECT_NE(svg.find(">2</text>"), std::string::npos);
+    EXPECT_NE(svg.find(">14</text>"), std::string::npos);
+    EXPECT_EQ(svg.find(">16</text>"), std::string::npos);
     size_t polylines = 0;
     for (size_t p = svg.find("<polyline"); p != std::string::npos; p = svg.find("<polyline", p + 1)) polylines++;
     EXPECT_EQ(polylines, 2u);

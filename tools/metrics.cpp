@@ -79,16 +79,17 @@ void MetricsLog::write_plot(const std::string& title) const { write_loss_svg(dir
 
 // ---------------------------------------------------------------------------------------------- the plot
 
-// Round tick positions covering [lo, hi]: steps of 1, 2 or 5 times a power of ten, about `want` of them.
-static std::vector<double> nice_ticks(double lo, double hi, int want, double* step_out) {
-    double span = std::max(hi - lo, 1e-12);
-    double raw = span / want, mag = std::pow(10.0, std::floor(std::log10(raw)));
-    double step = mag;
-    for (double m : {1.0, 2.0, 5.0, 10.0})
-        if (m * mag >= raw) { step = m * mag; break; }
+// A round tick spacing for [lo, hi]: 1, 2 or 5 times a power of ten, about `want` intervals.
+static double nice_step(double lo, double hi, int want) {
+    double raw = std::max(hi - lo, 1e-12) / want, mag = std::pow(10.0, std::floor(std::log10(raw)));
+    for (double m : {1.0, 2.0, 5.0})
+        if (m * mag >= raw) return m * mag;
+    return 10.0 * mag;
+}
+
+static std::vector<double> ticks_between(double lo, double hi, double step) {
     std::vector<double> ticks;
     for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) ticks.push_back(t);
-    *step_out = step;
     return ticks;
 }
 
@@ -124,13 +125,11 @@ void write_loss_svg(const std::string& path, const std::vector<LossPoint>& train
         }
     if (!(ymin <= ymax)) ymin = 0, ymax = 1;
     if (ymax - ymin < 1e-6) ymin -= 0.5, ymax += 0.5;
-    double ystep, xstep;
-    std::vector<double> yt = nice_ticks(ymin, ymax, 6, &ystep), xt = nice_ticks(xmin, xmax, 8, &xstep);
+    const double ystep = nice_step(ymin, ymax, 6), xstep = nice_step(xmin, xmax, 8);
     ymin = std::floor(ymin / ystep) * ystep;  // the axes end on ticks
     ymax = std::ceil(ymax / ystep) * ystep;
     xmax = std::ceil(xmax / xstep) * xstep;
-    yt = nice_ticks(ymin, ymax, 6, &ystep);
-    xt = nice_ticks(xmin, xmax, 8, &xstep);
+    const std::vector<double> yt = ticks_between(ymin, ymax, ystep), xt = ticks_between(xmin, xmax, xstep);
     auto X = [&](double s) { return left + (s - xmin) / (xmax - xmin) * pw; };
     auto Y = [&](double l) { return top + (ymax - l) / (ymax - ymin) * ph; };
 
