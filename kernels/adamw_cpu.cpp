@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu_parallel.h"
 
 namespace llmq {
 
@@ -20,7 +21,7 @@ void adamw_update_cpu(Real* param, const Real* grad, Real* m, Real* v, size_t n,
     LLMQ_CHECK(step >= 1, "adamw: step %d must be >= 1 (1-based, for the bias correction)", step);
     const Real bc1 = Real(1) - (Real)std::pow((double)beta1, step);
     const Real bc2 = Real(1) - (Real)std::pow((double)beta2, step);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
     for (size_t i = 0; i < n; i++) {
         const Real g = grad[i] * grad_scale;
         m[i] = beta1 * m[i] + (Real(1) - beta1) * g;
@@ -35,7 +36,7 @@ double sum_squares_cpu(const Real* x, size_t n) {
     constexpr size_t CHUNK = 1 << 16;
     const size_t n_chunks = (n + CHUNK - 1) / CHUNK;
     std::vector<double> partial(n_chunks);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
     for (size_t c = 0; c < n_chunks; c++) {
         double acc = 0.0;
         for (size_t i = c * CHUNK; i < std::min(n, (c + 1) * CHUNK); i++) acc += (double)x[i] * (double)x[i];

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu_parallel.h"
 
 namespace llmq {
 
@@ -26,7 +27,7 @@ void attention_forward_cpu(Real* out, Real* lse, const Real* q, const Real* k, c
                n_kv_heads, n_heads);
     const int NH = n_heads, NKV = n_kv_heads, hd = head_dim, group = NH / NKV;
     const Real scale = Real(1) / std::sqrt((Real)hd);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth((long long)B * n_heads * T * T / 2 * head_dim))
     {
         std::vector<Real> score(T);  // this thread's scores of one query row
 #pragma omp for collapse(3) schedule(dynamic, 16)
@@ -69,7 +70,7 @@ void attention_backward_cpu(Real* dq, Real* dk, Real* dv, const Real* dout, cons
                n_kv_heads, n_heads);
     const int NH = n_heads, NKV = n_kv_heads, hd = head_dim, group = NH / NKV;
     const Real scale = Real(1) / std::sqrt((Real)hd);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (parallel_worth((long long)B * n_heads * T * T * head_dim))
     for (int b = 0; b < B; b++)
         for (int kvh = 0; kvh < NKV; kvh++)
             for (int h = kvh * group; h < (kvh + 1) * group; h++)

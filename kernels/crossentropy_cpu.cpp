@@ -8,6 +8,7 @@
 #include <cstddef>
 
 #include "common.h"
+#include "cpu_parallel.h"
 
 namespace llmq {
 
@@ -19,7 +20,7 @@ void crossentropy_forward_backward_cpu(Real* losses, Real* dlogits, const Real* 
         LLMQ_CHECK(targets[n] == ignore_index || (targets[n] >= 0 && targets[n] < V),
                    "crossentropy: target %d of row %d is outside [0, %d) and is not ignore_index %d", targets[n], n, V,
                    ignore_index);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)N * V))
     for (int n = 0; n < N; n++) {
         const Real* l = logits + (size_t)n * V;
         Real* dl = dlogits ? dlogits + (size_t)n * V : nullptr;

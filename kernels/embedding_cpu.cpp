@@ -3,6 +3,8 @@
 // the order n = 0..N-1: the result is bitwise the same for any thread count (no atomics, no races).
 #include "embedding.h"
 
+#include "cpu_parallel.h"
+
 #include <algorithm>
 #include <cstddef>
 
@@ -11,7 +13,7 @@ namespace llmq {
 template <typename Real>
 void embedding_forward_cpu(Real* out, const int* tokens, const Real* wte, int N, int C) {
     // out (N,C) = wte (V,C) [tokens (N)]
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)N * C))
     for (int n = 0; n < N; n++) std::copy_n(wte + (size_t)tokens[n] * C, C, out + (size_t)n * C);
 }
 
@@ -20,7 +22,7 @@ void embedding_backward_cpu(Real* dwte, const Real* dout, const int* tokens, int
     // dwte (V,C) += dout (N,C) scattered by token; threads own column slices of 64 channels
     constexpr int SLICE = 64;
     const int n_slices = (C + SLICE - 1) / SLICE;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)N * C))
     for (int s = 0; s < n_slices; s++) {
         const int c0 = s * SLICE, c1 = std::min(C, c0 + SLICE);
         for (int n = 0; n < N; n++) {

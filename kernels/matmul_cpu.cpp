@@ -4,21 +4,23 @@
 // -O3 -march=native turns the micro-kernel into FMA vector code:
 //   - op(B) is packed, one KC x NC block at a time, into panels of NR columns stored k-major
 //     ((NC/NR) panels of (KC,NR)): the micro-kernel then streams B contiguously whatever the transpose;
-//   - op(A) is packed, one MC x KC block per thread, into panels of MR rows stored k-major, with alpha
+//   - op(A) is packed, one MC x KC block at a time, into panels of MR rows stored k-major, with alpha
 //     folded in: the micro-kernel reads MR scalars per k, also contiguously;
+//   - edges are zero-padded in the packed copies, so one micro-kernel serves every size;
 //   - the micro-kernel keeps an MR x NR tile of C in registers (MR*NR/vector-width accumulators) and
 //     does one broadcast-FMA per (row, vector) per k: 6 x 16 floats = 12 ymm accumulators on AVX2.
-// Threads split the M dimension (row blocks of MC); every element of C is accumulated by one thread
-// in a fixed k order, so results do not depend on the thread count.
+// Threads split the M dimension (tasks of rows, see gemm_cpu); every element of C is accumulated by
+// one thread in a fixed k order, so results do not depend on the thread count.
 #include "matmul.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #include "common.h"
+#include "cpu_parallel.h"
 
 namespace llmq {
 
@@ -33,6 +35,9 @@ constexpr int NR = 64 / (int)sizeof(Real);
 constexpr int KC = 256;
 constexpr int MC = 96;  // multiple of MR
 constexpr int NC = 2048;  // multiple of NR
+
+inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+inline int round_up(int a, int b) { return ceil_div(a, b) * b; }
 
 // Element (i, k) of op(A) and (k, j) of op(B).
 template <typename Real>
@@ -92,10 +97,11 @@ void pack_a_panel(Real* dst, const Real* A, int lda, bool trans_a, Real alpha, i
     }
 }
 
-// C[0:rows, 0:cols] += Ap (kc, MR) x Bp (kc, NR), the tile held in registers.
+// C[0:rows, 0:cols] += Ap (kc, MR) x Bp (kc, NR), the tile held in registers; with overwrite, = instead
+// of += (the first k block when beta = 0: C is never read, so NaNs in it vanish and a pass is saved).
 template <typename Real>
 inline void micro_kernel(int kc, const Real* __restrict Ap, const Real* __restrict Bp, Real* C, int ldc, int rows,
-                         int cols) {
+                         int cols, bool overwrite) {
     constexpr int nr = NR<Real>;
     Real acc[MR][nr] = {};
     for (int k = 0; k < kc; k++) {
@@ -107,7 +113,10 @@ inline void micro_kernel(int kc, const Real* __restrict Ap, const Real* __restri
             for (int c = 0; c < nr; c++) acc[r][c] += a[r] * b[c];
         }
     }
-    if (rows == MR && cols == nr) {
+    if (overwrite) {
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) C[(size_t)r * ldc + c] = acc[r][c];
+    } else if (rows == MR && cols == nr) {
         for (int r = 0; r < MR; r++)
 #pragma omp simd
             for (int c = 0; c < nr; c++) C[(size_t)r * ldc + c] += acc[r][c];
@@ -121,7 +130,7 @@ inline void micro_kernel(int kc, const Real* __restrict Ap, const Real* __restri
 template <typename Real>
 void scale_c(Real* C, int ldc, int M, int N, Real beta) {
     if (beta == Real(1)) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)M * N))
     for (int i = 0; i < M; i++) {
         Real* row = C + (size_t)i * ldc;
         if (beta == Real(0))
@@ -142,38 +151,44 @@ void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, Real alpha, const
                "gemm_cpu: leading dimension too small (lda=%d ldb=%d ldc=%d for M=%d N=%d K=%d)", lda, ldb, ldc, M, N,
                K);
     if (M == 0 || N == 0) return;
-    scale_c(C, ldc, M, N, beta);
-    if (K == 0 || alpha == Real(0)) return;
+    if (K == 0 || alpha == Real(0)) return scale_c(C, ldc, M, N, beta);
+    // beta = 0 is folded into the first k block (overwrite), beta = 1 needs nothing
+    if (beta != Real(0)) scale_c(C, ldc, M, N, beta);
 
-    // One packed block of B, shared by all threads; one packed block of A per thread.
-    std::vector<Real> Bp((size_t)KC * NC);
-    const int n_threads = omp_get_max_threads();
-    std::vector<Real> Ap_all((size_t)n_threads * MC * KC);
-
-    for (int jc = 0; jc < N; jc += NC) {
-        const int nc = std::min(NC, N - jc);
-        const int n_panels = (nc + nr - 1) / nr;
-        for (int pc = 0; pc < K; pc += KC) {
-            const int kc = std::min(KC, K - pc);
-#pragma omp parallel
-            {
-#pragma omp for schedule(static)
-                for (int p = 0; p < n_panels; p++)
-                    pack_b_panel(Bp.data() + (size_t)p * kc * nr, B, ldb, trans_b, pc, kc, jc + p * nr, N);
-                // (implicit barrier: Bp is complete before any thread multiplies)
-                Real* Ap = Ap_all.data() + (size_t)omp_get_thread_num() * MC * KC;
+    // Rows are dealt out in tasks, ~4 per thread so a thread that the OS preempts delays little; each
+    // task packs its own copies of the B blocks it needs, which costs 1/task_rows of its multiply-adds
+    // in copies and frees the threads of any barrier (on a busy machine a barrier can wait a whole
+    // scheduler time slice). A multiply-add is cheaper than an elementwise op, hence the / 64.
+    const bool parallel = parallel_worth((long long)M * N * K / 64);
+    const int n_threads = parallel ? omp_get_max_threads() : 1;
+    const int task_rows = round_up(ceil_div(M, 4 * n_threads), MR);
+    const int n_tasks = ceil_div(M, task_rows);
+#pragma omp parallel if (parallel)
+    {
+        // packed blocks, this thread's own (new[] leaves them uninitialised: they are written before read)
+        std::unique_ptr<Real[]> Bp(new Real[(size_t)std::min(KC, K) * std::min(NC, round_up(N, nr))]);
+        std::unique_ptr<Real[]> Ap(new Real[(size_t)std::min(KC, K) * MC]);
 #pragma omp for schedule(dynamic, 1)
-                for (int ic = 0; ic < M; ic += MC) {
-                    const int mc = std::min(MC, M - ic);
-                    for (int ir = 0; ir < mc; ir += MR)
-                        pack_a_panel(Ap + (size_t)ir * kc, A, lda, trans_a, alpha, ic + ir, M, pc, kc);
-                    for (int p = 0; p < n_panels; p++) {
-                        const int j0 = p * nr;
-                        const int cols = std::min(nr, nc - j0);
-                        for (int ir = 0; ir < mc; ir += MR) {
-                            const int rows = std::min(MR, mc - ir);
-                            micro_kernel(kc, Ap + (size_t)ir * kc, Bp.data() + (size_t)p * kc * nr,
-                                         C + (size_t)(ic + ir) * ldc + jc + j0, ldc, rows, cols);
+        for (int task = 0; task < n_tasks; task++) {
+            const int i0 = task * task_rows, i1 = std::min(M, i0 + task_rows);
+            for (int jc = 0; jc < N; jc += NC) {
+                const int nc = std::min(NC, N - jc);
+                const int n_panels = ceil_div(nc, nr);
+                for (int pc = 0; pc < K; pc += KC) {
+                    const int kc = std::min(KC, K - pc);
+                    for (int p = 0; p < n_panels; p++)
+                        pack_b_panel(Bp.get() + (size_t)p * kc * nr, B, ldb, trans_b, pc, kc, jc + p * nr, N);
+                    for (int ic = i0; ic < i1; ic += MC) {
+                        const int mc = std::min(MC, i1 - ic);
+                        for (int ir = 0; ir < mc; ir += MR)
+                            pack_a_panel(Ap.get() + (size_t)ir * kc, A, lda, trans_a, alpha, ic + ir, i1, pc, kc);
+                        for (int p = 0; p < n_panels; p++) {
+                            const int j0 = p * nr;
+                            const int cols = std::min(nr, nc - j0);
+                            for (int ir = 0; ir < mc; ir += MR)
+                                micro_kernel(kc, Ap.get() + (size_t)ir * kc, Bp.get() + (size_t)p * kc * nr,
+                                             C + (size_t)(ic + ir) * ldc + jc + j0, ldc, std::min(MR, mc - ir),
+                                             cols, beta == Real(0) && pc == 0);
                         }
                     }
                 }

@@ -6,6 +6,8 @@
 // channels, each summing the rows in order, so the result does not depend on the thread count.
 #include "rmsnorm.h"
 
+#include "cpu_parallel.h"
+
 #include <cmath>
 #include <cstddef>
 
@@ -14,7 +16,7 @@ namespace llmq {
 template <typename Real>
 void rmsnorm_forward_cpu(Real* out, Real* rstd, const Real* inp, const Real* weight, int N, int C, Real eps) {
     // out (N,C), rstd (N), inp (N,C), weight (C)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)N * C))
     for (int n = 0; n < N; n++) {
         const Real* x = inp + (size_t)n * C;
         Real* y = out + (size_t)n * C;
@@ -30,7 +32,7 @@ template <typename Real>
 void rmsnorm_backward_cpu(Real* dinp, Real* dweight, const Real* dout, const Real* inp, const Real* weight,
                           const Real* rstd, int N, int C) {
     // dinp (N,C) += ..., rows independent
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)N * C))
     for (int n = 0; n < N; n++) {
         const Real* x = inp + (size_t)n * C;
         const Real* dy = dout + (size_t)n * C;
@@ -42,7 +44,7 @@ void rmsnorm_backward_cpu(Real* dinp, Real* dweight, const Real* dout, const Rea
         for (int i = 0; i < C; i++) dx[i] += r * dy[i] * weight[i] - coef * x[i];
     }
     // dweight (C) += sum_n dout * x * rstd, channels split between threads, rows summed in order
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)N * C))
     for (int i = 0; i < C; i++) {
         Real acc = 0;
         for (int n = 0; n < N; n++) acc += dout[(size_t)n * C + i] * inp[(size_t)n * C + i] * rstd[n];

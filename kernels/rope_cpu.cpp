@@ -8,6 +8,7 @@
 #include <cstddef>
 
 #include "common.h"
+#include "cpu_parallel.h"
 
 namespace llmq {
 
@@ -31,7 +32,7 @@ void rope_forward_cpu(Real* out, const Real* inp, const Real* cos, const Real* s
                       int head_dim) {
     // out, inp (B,T,NH,hd); in place allowed: each pair is read whole before it is written
     const int half = head_dim / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_worth((long long)B * T * n_heads * head_dim))
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const Real* c = cos + (size_t)t * half;
@@ -52,7 +53,7 @@ void rope_backward_cpu(Real* dinp, const Real* dout, const Real* cos, const Real
                        int head_dim) {
     // dinp (B,T,NH,hd) += R(t)^T dout
     const int half = head_dim / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_worth((long long)B * T * n_heads * head_dim))
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const Real* c = cos + (size_t)t * half;

@@ -2,6 +2,8 @@
 // d silu/dx = sig(x) * (1 + x * (1 - sig(x))).
 #include "swiglu.h"
 
+#include "cpu_parallel.h"
+
 #include <cmath>
 
 namespace llmq {
@@ -13,13 +15,13 @@ static inline Real sigmoid(Real x) {
 
 template <typename Real>
 void swiglu_forward_cpu(Real* out, const Real* gate, const Real* up, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
     for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
 
 template <typename Real>
 void swiglu_backward_cpu(Real* dgate, Real* dup, const Real* dout, const Real* gate, const Real* up, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
     for (size_t i = 0; i < n; i++) {
         const Real g = gate[i], sg = sigmoid(g);
         dgate[i] += dout[i] * up[i] * sg * (Real(1) + g * (Real(1) - sg));

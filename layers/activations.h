@@ -54,6 +54,8 @@ struct Activations {
     // (Re)allocates for (B,T) and fills the RoPE tables; a no-op when (B,T) is unchanged.
     void plan(const ModelConfig& c, int B, int T);
     size_t bytes() const;  // forward tensors + backward scratch + token copies
+    // What plan(c, B, T) would hold, without allocating it (memory checks before the first forward).
+    static size_t bytes_for(const ModelConfig& c, int B, int T);
 };
 
 }  // namespace llmq

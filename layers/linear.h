@@ -21,8 +21,8 @@
 //      a) estimate: exact (all N rows), or SAMPLED through a RowSampler (WTA-CRS): at forward the sampler picks
 //         k of the N rows of X with weights w_i so that sum_i w_i dY_i^T X_i is unbiased; only those k rows
 //         are kept (k*in instead of N*in), and the backward forms the weight gradient from them. The
-//         gathering and weighted product are implemented here; the WTA-CRS selection itself is quant/adapter
-//         work to come (an all-rows sampler reproduces the exact gradient, which the test checks).
+//         gathering and weighted product are implemented here (tested against the hand-written weighted
+//         sum); the WTA-CRS selection itself (winners + residual draws) is work to come.
 //      b) delivery: accumulate into `dweight`, or IMMEDIATE: the gradient of this backward is formed in a
 //         layer-sized scratch and handed to `on_weight_grad(W, dW, n)` at once, which updates W in place
 //         (SGD/AdamW with per-layer state). The input gradient is computed BEFORE the callback, with the

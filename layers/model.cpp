@@ -28,6 +28,9 @@ const float* Model::logits() const { return impl_->core.logits(); }
 void Model::zero_grad() { impl_->core.zero_grad(); }
 void Model::backward(float loss_scale) { impl_->core.backward(loss_scale); }
 size_t Model::activation_bytes() const { return impl_->core.activation_bytes(); }
+size_t Model::activation_bytes_for(const ModelConfig& config, int B, int T) {
+    return Activations<float>::bytes_for(config, B, T);
+}
 ModelCore<float>& Model::core() { return impl_->core; }
 const ModelCore<float>& Model::core() const { return impl_->core; }
 

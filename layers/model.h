@@ -59,6 +59,8 @@ class Model {
     void backward(float loss_scale = 1.0f);
 
     size_t activation_bytes() const;  // bytes held for the last (B,T)
+    // The activation bytes a forward/backward at (B,T) will hold, computed from the plan without allocating.
+    static size_t activation_bytes_for(const ModelConfig& config, int B, int T);
 
     // The fp32 core (model_core.h): its layers' Linear views take adapters, quantized bases, samplers and
     // immediate-update callbacks; its activations() name every saved tensor.

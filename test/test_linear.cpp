@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <limits>
-#include <omp.h>
 #include <vector>
 
 #include "../kernels/adamw.h"
@@ -59,20 +58,12 @@ struct LoraFixture {
     }
 };
 
-// Runs the enclosing scope on one OpenMP thread, then restores the count: these shapes are tiny and many,
-// and on a shared 2-core box threads only add barrier waits.
-struct SerialOmp {
-    int saved = omp_get_max_threads();
-    SerialOmp() { omp_set_num_threads(1); }
-    ~SerialOmp() { omp_set_num_threads(saved); }
-};
 
 double rel_err(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(a) + std::fabs(b), 1e-12); }
 
 }  // namespace
 
 TEST(Linear, ForwardWithAdaptersMatchesHandComputation) {
-    SerialOmp serial;
     LoraFixture f(true);
     std::vector<double> y = poisoned<double>(f.N * f.out);
     f.lin.forward(y.data(), f.x.data(), f.N);
@@ -91,7 +82,6 @@ TEST(Linear, ForwardWithAdaptersMatchesHandComputation) {
 }
 
 TEST(Linear, LoraBackwardMatchesFiniteDifferences) {
-    SerialOmp serial;
     LoraFixture f(true);
     Rng rng(5);
     std::vector<double> R = randn<double>(rng, f.N * f.out);
@@ -120,7 +110,6 @@ TEST(Linear, LoraBackwardMatchesFiniteDifferences) {
 }
 
 TEST(Linear, FrozenBaseGetsNoGradientButAdaptersDo) {
-    SerialOmp serial;
     LoraFixture frozen(false), trained(true);
     EXPECT_FALSE(frozen.lin.base_trained());
     EXPECT_TRUE(trained.lin.base_trained());
@@ -161,7 +150,6 @@ struct CopyQuantized : QuantizedWeight {
 }  // namespace
 
 TEST(Linear, QuantizedBaseDequantizesAndIsFrozen) {
-    SerialOmp serial;
     const int N = 3, in = 6, out = 4;
     Rng rng(9);
     std::vector<float> W = randn<float>(rng, out * in), x = randn<float>(rng, N * in), R = randn<float>(rng, N * out);
@@ -201,7 +189,6 @@ struct FixedSampler : RowSampler<float> {
 }  // namespace
 
 TEST(Linear, SampledWeightGradientIsTheWeightedSumOfKeptRows) {
-    SerialOmp serial;
     const int N = 5, in = 4, out = 3;
     Rng rng(21);
     std::vector<float> W = randn<float>(rng, out * in), x = randn<float>(rng, N * in), R = randn<float>(rng, N * out);
@@ -256,7 +243,6 @@ struct Chain {
 
 // Per-layer updates inside the backward equal the usual backward-then-step, for SGD and AdamW, over steps.
 TEST(Linear, ImmediateUpdateEqualsTheUsualStep) {
-    SerialOmp serial;
     for (bool adam : {false, true}) {
         Chain usual, immediate;
         const float lr = 0.05f;

@@ -3,7 +3,6 @@
 // double agreement, loss_scale accumulation, causality, and input errors.
 #include <gtest/gtest.h>
 
-#include <omp.h>
 
 #include <cmath>
 #include <string>
@@ -47,16 +46,8 @@ struct Batch {
     }
 };
 
-// Runs the enclosing scope on one OpenMP thread, then restores the count: these shapes are tiny and many,
-// and on a shared 2-core box threads only add barrier waits.
-struct SerialOmp {
-    int saved = omp_get_max_threads();
-    SerialOmp() { omp_set_num_threads(1); }
-    ~SerialOmp() { omp_set_num_threads(saved); }
-};
 
 void check_gradient_against_finite_differences(bool tied) {
-    SerialOmp serial;
     const ModelConfig c = small_config(tied);
     ModelCore<double> model(c, 1234);
     Batch batch(c.vocab_size, 99);
@@ -157,7 +148,6 @@ TEST(ModelConfig, ErrorsNameTheField) {
 }
 
 TEST(Model, LayoutCoversTheBufferAndInitialisesDeterministically) {
-    SerialOmp serial;
     for (bool tied : {true, false}) {
         const ModelConfig c = small_config(tied);
         Model a(c, 5), b(c, 5), other(c, 6);
@@ -190,7 +180,6 @@ TEST(Model, GradientMatchesFiniteDifferencesTied) { check_gradient_against_finit
 TEST(Model, GradientMatchesFiniteDifferencesUntied) { check_gradient_against_finite_differences(false); }
 
 TEST(Model, FloatMatchesDoubleAndLossScaleAccumulates) {
-    SerialOmp serial;
     const ModelConfig c = small_config(false);
     Model f(c, 42);
     ModelCore<double> d(c, 42);
@@ -221,7 +210,6 @@ TEST(Model, FloatMatchesDoubleAndLossScaleAccumulates) {
 }
 
 TEST(Model, IgnoredTargetsDoNotCount) {
-    SerialOmp serial;
     const ModelConfig c = small_config(true);
     ModelCore<double> m(c, 8);
     Batch batch(c.vocab_size, 4);
@@ -243,7 +231,6 @@ TEST(Model, IgnoredTargetsDoNotCount) {
 }
 
 TEST(Model, IsCausal) {
-    SerialOmp serial;
     const ModelConfig c = small_config(true);
     Model m(c, 77);
     const int B = 2, T = 7, V = c.vocab_size, changed_t = 3;
@@ -266,7 +253,6 @@ TEST(Model, IsCausal) {
 }
 
 TEST(Model, BadInputsAreErrors) {
-    SerialOmp serial;
     const ModelConfig c = small_config(true);
     Model m(c, 1);
     Batch batch(c.vocab_size, 2);
@@ -292,7 +278,6 @@ TEST(Model, BadInputsAreErrors) {
 }
 
 TEST(Model, ActivationsArePlannedPerShape) {
-    SerialOmp serial;
     const ModelConfig c = small_config(true);
     Model m(c, 1);
     Batch batch(c.vocab_size, 2);
@@ -304,7 +289,45 @@ TEST(Model, ActivationsArePlannedPerShape) {
     // everything but the RoPE tables scales with N = B*T
     const size_t rope = 2 * sizeof(float) * 5 * c.head_dim() / 2;
     EXPECT_EQ(bytes_10 - rope, 2 * (bytes_5 - rope));
+    EXPECT_EQ(Model::activation_bytes_for(c, 1, 5), bytes_5);  // the plan, without allocating
+    EXPECT_EQ(Model::activation_bytes_for(c, 2, 5), bytes_10);
     bool has_q = false;
     for (const ActivationTensor& t : m.core().activations().tensors) has_q |= t.name == "layers.1.q";
     EXPECT_TRUE(has_q);
+}
+
+// The Linear views are live: a LoRA adapter on a frozen q_proj of the double model gets the right gradient
+// (finite differences) and the frozen base none.
+TEST(Model, AdapterOnAFrozenProjectionTrainsThroughTheWholeModel) {
+    const ModelConfig c = small_config(true);
+    ModelCore<double> model(c, 31);
+    Batch batch(c.vocab_size, 5);
+    const int r = 3, C = c.dim;
+    Rng rng(4);
+    std::vector<double> A(r * C), Bm(C * r), dA(r * C, 0.0), dB(C * r, 0.0);
+    for (double& x : A) x = 0.3 * rng.normal();
+    for (double& x : Bm) x = 0.3 * rng.normal();
+    Linear<double>& q = model.layers()[1].q;
+    q.dweight = nullptr;  // frozen base
+    q.adapters.push_back({r, 0.75, A.data(), Bm.data(), dA.data(), dB.data()});
+    auto loss = [&] { return model.forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T); };
+    model.zero_grad();
+    loss();
+    model.backward(1.0);
+    const ParamTensor& qt = model.tensor("model.layers.1.self_attn.q_proj.weight");
+    for (size_t i = 0; i < qt.size; i++) ASSERT_EQ(model.grads()[qt.offset + i], 0.0);
+    const double h = 1e-5;
+    for (auto [value, grad] : {std::make_pair(&A, &dA), std::make_pair(&Bm, &dB)})
+        for (size_t i = 0; i < value->size(); i += 5) {
+            const double keep = (*value)[i];
+            (*value)[i] = keep + h;
+            const double up = loss();
+            (*value)[i] = keep - h;
+            const double down = loss();
+            (*value)[i] = keep;
+            const double numeric = (up - down) / (2 * h);
+            EXPECT_LE(std::fabs((*grad)[i] - numeric) / std::max({std::fabs((*grad)[i]), std::fabs(numeric), 1e-3}), 1e-5)
+                << i << ": " << (*grad)[i] << " vs " << numeric;
+            EXPECT_GT(std::fabs(numeric), 1e-6);
+        }
 }

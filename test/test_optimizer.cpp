@@ -2,7 +2,6 @@
 // tensors only, global-norm clipping, and a tiny model overfitting a fixed batch.
 #include <gtest/gtest.h>
 
-#include <omp.h>
 
 #include <cmath>
 #include <vector>
@@ -15,11 +14,6 @@ using namespace llmq;
 
 namespace {
 
-struct SerialOmp {  // tiny shapes: threads only add barrier waits on a shared 2-core box
-    int saved = omp_get_max_threads();
-    SerialOmp() { omp_set_num_threads(1); }
-    ~SerialOmp() { omp_set_num_threads(saved); }
-};
 
 ModelConfig small_config() {
     ModelConfig c;
@@ -61,7 +55,6 @@ TEST(Schedule, WarmupPeakAndCosineToTheFloor) {
 }
 
 TEST(AdamW, StepEqualsHandComputationWithDecayOnMatricesOnly) {
-    SerialOmp serial;
     Model model(small_config(), 3);
     OptimizerConfig c;
     c.lr = 0.01f;
@@ -92,7 +85,6 @@ TEST(AdamW, StepEqualsHandComputationWithDecayOnMatricesOnly) {
 }
 
 TEST(AdamW, ZeroGradientOnlyDecaysTheMatrices) {
-    SerialOmp serial;
     Model model(small_config(), 4);
     OptimizerConfig c;
     c.lr = 0.1f;
@@ -110,7 +102,6 @@ TEST(AdamW, ZeroGradientOnlyDecaysTheMatrices) {
 }
 
 TEST(AdamW, ClippingScalesTheGradientToTheMaxNorm) {
-    SerialOmp serial;
     OptimizerConfig clipped;
     clipped.grad_clip = 1.0f;
     clipped.weight_decay = 0.1f;
@@ -139,7 +130,6 @@ TEST(AdamW, ClippingScalesTheGradientToTheMaxNorm) {
 }
 
 TEST(AdamW, TinyModelOverfitsAFixedBatch) {
-    SerialOmp serial;
     Model model(small_config(), 6);
     OptimizerConfig c;
     c.lr = 1e-2f;

@@ -1,0 +1,81 @@
+// Tests of kernels/swiglu_cpu.cpp and kernels/residual_cpu.cpp: known values, gradients against
+// finite differences in double, float against double.
+#include <gtest/gtest.h>
+
+#include "../kernels/residual.h"
+#include "../kernels/swiglu.h"
+#include "op_test_util.h"
+
+using namespace llmq;
+using namespace llmq::test;
+
+namespace {
+
+template <typename Real>
+void run_swiglu(std::vector<double>& out, std::vector<double>& dgate, std::vector<double>& dup,
+                const std::vector<double>& gate, const std::vector<double>& up, const std::vector<double>& dout,
+                const std::vector<double>& dgate0, const std::vector<double>& dup0) {
+    const size_t n = gate.size();
+    auto g = cast<Real>(gate), u = cast<Real>(up), dy = cast<Real>(dout), dg = cast<Real>(dgate0),
+         du = cast<Real>(dup0);
+    auto y = nans<Real>(n);
+    swiglu_forward_cpu<Real>(y.data(), g.data(), u.data(), n);
+    swiglu_backward_cpu<Real>(dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
+    out = to_double(y);
+    dgate = to_double(dg);
+    dup = to_double(du);
+}
+
+}  // namespace
+
+TEST(Swiglu, KnownValues) {
+    Rng rng(1);
+    std::vector<double> gate = {0.0, 1.0, -2.0, 30.0}, up = randn(4, rng), out, dg, du;
+    run_swiglu<double>(out, dg, du, gate, up, randn(4, rng), randn(4, rng), randn(4, rng));
+    EXPECT_EQ(out[0], 0.0);                                       // silu(0) = 0
+    EXPECT_NEAR(out[1], up[1] / (1.0 + std::exp(-1.0)), 1e-15);   // silu(1) = sigmoid(1)
+    EXPECT_NEAR(out[2], -2.0 * up[2] / (1.0 + std::exp(2.0)), 1e-15);
+    EXPECT_NEAR(out[3], 30.0 * up[3], 1e-9);                      // silu(x) ~ x for large x
+}
+
+TEST(Swiglu, GradientsMatchFiniteDifferences) {
+    Rng rng(2);
+    const size_t n = 23;
+    auto gate = randn(n, rng, 2.0), up = randn(n, rng), wloss = randn(n, rng);
+    auto dgate0 = randn(n, rng), dup0 = randn(n, rng);
+    std::vector<double> out, dg, du;
+    run_swiglu<double>(out, dg, du, gate, up, wloss, dgate0, dup0);
+    auto loss = [&]() {
+        std::vector<double> o, a, b;
+        run_swiglu<double>(o, a, b, gate, up, wloss, dgate0, dup0);
+        return dot(o, wloss);
+    };
+    expect_gradient_matches_fd("dgate", gate, added(dg, dgate0), loss);
+    expect_gradient_matches_fd("dup", up, added(du, dup0), loss);
+}
+
+TEST(Swiglu, FloatMatchesDouble) {
+    Rng rng(3);
+    const size_t n = 1001;
+    auto gate = randn(n, rng, 3.0), up = randn(n, rng), dout = randn(n, rng);
+    auto dgate0 = randn(n, rng), dup0 = randn(n, rng);
+    std::vector<double> od, gd, ud, of, gf, uf;
+    run_swiglu<double>(od, gd, ud, gate, up, dout, dgate0, dup0);
+    run_swiglu<float>(of, gf, uf, gate, up, dout, dgate0, dup0);
+    expect_close("out", of, od);
+    expect_close("dgate", gf, gd);
+    expect_close("dup", uf, ud);
+}
+
+TEST(Residual, AddsElementwise) {
+    Rng rng(4);
+    const size_t n = 77;
+    auto a = cast<float>(randn(n, rng)), b = cast<float>(randn(n, rng));
+    auto out = nans<float>(n);
+    residual_forward_cpu<float>(out.data(), a.data(), b.data(), n);
+    for (size_t i = 0; i < n; i++) EXPECT_EQ(out[i], a[i] + b[i]);
+    auto outd = nans<double>(n);
+    auto ad = to_double(a), bd = to_double(b);
+    residual_forward_cpu<double>(outd.data(), ad.data(), bd.data(), n);
+    for (size_t i = 0; i < n; i++) EXPECT_EQ(outd[i], ad[i] + bd[i]);
+}
