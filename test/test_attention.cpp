@@ -50,32 +50,37 @@ struct Inputs {
 }  // namespace
 
 TEST(Attention, MatchesExplicitSoftmax) {
-    Rng rng(1);
-    const Shape s{2, 6, 4, 2, 5};
-    Inputs in(s, rng);
-    auto r = in.run<double>(s);
-    const int group = s.NH / s.NKV;
-    for (int b = 0; b < s.B; b++)
-        for (int h = 0; h < s.NH; h++)
-            for (int t = 0; t < s.T; t++) {
-                const double* qt = &in.q[(((size_t)b * s.T + t) * s.NH + h) * s.hd];
-                std::vector<double> score(s.T);
-                double sum = 0;
-                for (int u = 0; u <= t; u++) {
-                    const double* ku = &in.k[(((size_t)b * s.T + u) * s.NKV + h / group) * s.hd];
-                    double d = 0;
-                    for (int i = 0; i < s.hd; i++) d += qt[i] * ku[i];
-                    score[u] = d / std::sqrt((double)s.hd);
-                    sum += std::exp(score[u]);
+    for (int NKV : {4, 2}) {  // NKV = NH: plain multi-head attention; then grouped
+        SCOPED_TRACE(format("NKV=%d", NKV));
+        Rng rng(1 + NKV);
+        const Shape s{2, 6, 4, NKV, 5};
+        Inputs in(s, rng);
+        auto r = in.run<double>(s);
+        const int group = s.NH / s.NKV;
+        for (int b = 0; b < s.B; b++)
+            for (int h = 0; h < s.NH; h++)
+                for (int t = 0; t < s.T; t++) {
+                    const double* qt = &in.q[(((size_t)b * s.T + t) * s.NH + h) * s.hd];
+                    std::vector<double> score(s.T);
+                    double sum = 0;
+                    for (int u = 0; u <= t; u++) {
+                        const double* ku = &in.k[(((size_t)b * s.T + u) * s.NKV + h / group) * s.hd];
+                        double d = 0;
+                        for (int i = 0; i < s.hd; i++) d += qt[i] * ku[i];
+                        score[u] = d / std::sqrt((double)s.hd);
+                        sum += std::exp(score[u]);
+                    }
+                    EXPECT_NEAR(r.lse[((size_t)b * s.NH + h) * s.T + t], std::log(sum), 1e-13);
+                    for (int i = 0; i < s.hd; i++) {
+                        double o = 0;
+                        for (int u = 0; u <= t; u++) {
+                            const double vu = in.v[(((size_t)b * s.T + u) * s.NKV + h / group) * s.hd + i];
+                            o += std::exp(score[u]) / sum * vu;
+                        }
+                        EXPECT_NEAR(r.out[(((size_t)b * s.T + t) * s.NH + h) * s.hd + i], o, 1e-13);
+                    }
                 }
-                EXPECT_NEAR(r.lse[((size_t)b * s.NH + h) * s.T + t], std::log(sum), 1e-13);
-                for (int i = 0; i < s.hd; i++) {
-                    double o = 0;
-                    for (int u = 0; u <= t; u++)
-                        o += std::exp(score[u]) / sum * in.v[(((size_t)b * s.T + u) * s.NKV + h / group) * s.hd + i];
-                    EXPECT_NEAR(r.out[(((size_t)b * s.T + t) * s.NH + h) * s.hd + i], o, 1e-13);
-                }
-            }
+    }
 }
 
 TEST(Attention, IsCausal) {
@@ -120,7 +125,8 @@ TEST(Attention, GqaEqualsMhaWithRepeatedKvHeads) {
     for (int bt = 0; bt < gqa.B * gqa.T; bt++)
         for (int j = 0; j < gqa.NKV; j++)
             for (int i = 0; i < gqa.hd; i++) {
-                double dk = in.dk0[((size_t)bt * gqa.NKV + j) * gqa.hd + i], dv = in.dv0[((size_t)bt * gqa.NKV + j) * gqa.hd + i];
+                double dk = in.dk0[((size_t)bt * gqa.NKV + j) * gqa.hd + i],
+                       dv = in.dv0[((size_t)bt * gqa.NKV + j) * gqa.hd + i];
                 for (int g = 0; g < group; g++) {
                     dk += rm.dk[((size_t)bt * mha.NKV + j * group + g) * gqa.hd + i];
                     dv += rm.dv[((size_t)bt * mha.NKV + j * group + g) * gqa.hd + i];
