@@ -30,7 +30,9 @@ TEST(Unicode, FlagsOfKnownCodePoints) {
     EXPECT_EQ(unicode_flags(0x20000), kUnicodeLo);         // CJK extension B
     EXPECT_EQ(unicode_flags(0x10FFFF), 0);
     EXPECT_EQ(unicode_flags(0x110000), 0);
-    EXPECT_STREQ(unicode_tables_version(), "15.0.0");
+    EXPECT_EQ(unicode_flags(0x13460), kUnicodeLo);         // Egyptian hieroglyph, new in Unicode 16.0
+    EXPECT_EQ(unicode_flags(0x10D50), kUnicodeLu);         // Garay capital letter, new in 16.0
+    EXPECT_STREQ(unicode_tables_version(), "16.0.0");      // the version tiktoken's regex crate uses
 }
 
 TEST(Unicode, Utf8CharSplitsEveryByteString) {

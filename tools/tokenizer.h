@@ -10,6 +10,11 @@
 // A token's RANK orders merges (lower merges first) and its ID is what encode returns; they are the
 // same for tiktoken files, and differ only where a vocabulary file numbers tokens otherwise (HF, GPT-2
 // encoder.json). Ids need not be contiguous: cl100k_base has no token 100256, vocab_size() is 100277.
+//
+// A Tokenizer is immutable once built and cheap to copy (copies share the tables), so one instance may
+// encode from many threads at once. A default-constructed Tokenizer is empty: only assign to it.
+// With allow_special, special tokens are matched exactly (the longest at each position) and the text
+// between them is encoded as usual; HF added_tokens count as special tokens.
 #pragma once
 
 #include <cstdint>
