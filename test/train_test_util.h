@@ -1,0 +1,76 @@
+// train_test_util.h: helpers shared by the trainer's tests (data loader, checkpoint, resume, CLI):
+// scratch directories, synthetic shards, running a program and capturing its output.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../kernels/common.h"
+#include "../tools/shard.h"
+
+namespace llmq_test {
+
+inline std::string temp_dir(const char* tag) {
+    std::string tmpl = std::string("/tmp/llmq_") + tag + "_XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    const char* d = mkdtemp(buf.data());
+    if (!d) throw llmq::Error("mkdtemp failed for " + tmpl);
+    return d;
+}
+
+inline bool file_exists(const std::string& p) {
+    struct stat st;
+    return stat(p.c_str(), &st) == 0;
+}
+
+inline std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+inline void write_text(const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+}
+
+// A shard of n ids drawn from a small Markov chain over vocab (next = (prev*7 + noise) % vocab), so a model
+// has something to learn and the ids are never all equal.
+inline std::vector<uint32_t> markov_tokens(llmq::Rng& rng, size_t n, uint32_t vocab) {
+    std::vector<uint32_t> v(n);
+    uint32_t prev = (uint32_t)rng.below(vocab);
+    for (auto& x : v) {
+        prev = (uint32_t)((prev * 7 + rng.below(3)) % vocab);
+        x = prev;
+    }
+    return v;
+}
+
+struct RunResult {
+    int exit_code;
+    std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command line, capturing stdout and stderr.
+inline RunResult run_command(const std::string& cmd) {
+    RunResult r{-1, ""};
+    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+    int status = pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+}  // namespace llmq_test

@@ -1,0 +1,263 @@
+// checkpoint.cpp: writing and validating the checkpoint format described in checkpoint.h.
+#include "checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "../kernels/common.h"
+
+namespace llmq {
+
+static const char kMagic[8] = {'L', 'L', 'M', 'Q', 'C', 'K', 'P', 'T'};
+static const char kEndMarker[8] = {'L', 'L', 'M', 'Q', 'E', 'N', 'D', '\0'};
+constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull, kFnvPrime = 0x100000001b3ull;
+
+static uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+    const unsigned char* p = (const unsigned char*)data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * kFnvPrime;
+    return h;
+}
+
+std::string CheckpointInfo::flag(const std::string& name, const std::string& fallback) const {
+    for (const auto& kv : flags)
+        if (kv.first == name) return kv.second;
+    return fallback;
+}
+
+// ---------------------------------------------------------------------------------------------- writing
+
+namespace {
+// Serialises the header into bytes (its length goes before it).
+struct Bytes {
+    std::string b;
+    template <typename T>
+    void put(T v) { b.append((const char*)&v, sizeof v); }
+    void put_str(const std::string& s) {
+        put<uint32_t>((uint32_t)s.size());
+        b += s;
+    }
+};
+
+// A FILE that hashes what it writes and remembers the first failure.
+struct HashingWriter {
+    FILE* f;
+    uint64_t hash = kFnvOffset;
+    bool ok = true;
+    void write(const void* data, size_t n) {
+        if (!ok || n == 0) return;
+        hash = fnv1a(hash, data, n);
+        ok = fwrite(data, 1, n, f) == n;
+    }
+};
+
+std::string header_bytes(const Model& model, const AdamW* opt, const TrainState& st, const FlagValues& flags) {
+    const ModelConfig& c = model.config();
+    Bytes h;
+    h.put_str(c.name);
+    for (int v : {c.vocab_size, c.dim, c.ffn_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.max_seq_len}) h.put<int32_t>(v);
+    h.put<float>(c.rope_theta);
+    h.put<float>(c.norm_eps);
+    h.put<uint8_t>(c.tied_embeddings ? 1 : 0);
+    h.put<float>(c.init_std);
+    h.put<uint64_t>(model.num_params());
+    h.put<uint8_t>(opt ? 1 : 0);
+    h.put<int32_t>(opt ? opt->steps_taken() : 0);
+    h.put<int64_t>(st.step);
+    h.put<uint64_t>(st.data_epoch);
+    h.put<uint64_t>(st.data_index);
+    h.put<uint64_t>(st.rng_state);
+    h.put<uint32_t>((uint32_t)flags.size());
+    for (const auto& kv : flags) {
+        h.put_str(kv.first);
+        h.put_str(kv.second);
+    }
+    return h.b;
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt, const TrainState& state,
+                     const FlagValues& flags) {
+    size_t n = model.num_params();
+    if (opt) LLMQ_CHECK(opt->m().size() == n && opt->v().size() == n, "%s: optimizer state has %zu values, model %zu",
+                        path.c_str(), opt->m().size(), n);
+    std::string header = header_bytes(model, opt, state, flags);
+    std::string tmp = path + ".tmp";
+    FILE* f = fopen(tmp.c_str(), "wb");
+    LLMQ_CHECK(f, "%s: cannot write checkpoint: %s", tmp.c_str(), strerror(errno));
+    HashingWriter w{f};
+    uint32_t version = kCheckpointVersion, hbytes = (uint32_t)header.size();
+    w.write(kMagic, 8);
+    w.write(&version, 4);
+    w.write(&hbytes, 4);
+    w.write(header.data(), header.size());
+    w.write(model.params(), n * sizeof(float));
+    if (opt) {
+        w.write(opt->m().data(), n * sizeof(float));
+        w.write(opt->v().data(), n * sizeof(float));
+    }
+    uint64_t hash = w.hash;
+    w.write(&hash, 8);
+    w.write(kEndMarker, 8);
+    bool ok = w.ok && fflush(f) == 0;
+    int saved = errno;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        remove(tmp.c_str());
+        throw Error(format("%s: checkpoint write failed: %s", tmp.c_str(), strerror(saved ? saved : EIO)));
+    }
+    if (rename(tmp.c_str(), path.c_str()) != 0) {
+        saved = errno;
+        remove(tmp.c_str());
+        throw Error(format("%s: cannot rename %s into place: %s", path.c_str(), tmp.c_str(), strerror(saved)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- reading
+
+namespace {
+// Bounds-checked parsing of the header section.
+struct Reader {
+    const std::string& b;
+    const std::string& path;
+    size_t pos = 0;
+    template <typename T>
+    T get() {
+        LLMQ_CHECK(pos + sizeof(T) <= b.size(), "%s: corrupt checkpoint header (field past its end)", path.c_str());
+        T v;
+        memcpy(&v, b.data() + pos, sizeof v);
+        pos += sizeof v;
+        return v;
+    }
+    std::string get_str() {
+        uint32_t n = get<uint32_t>();
+        LLMQ_CHECK(pos + n <= b.size(), "%s: corrupt checkpoint header (string past its end)", path.c_str());
+        std::string s = b.substr(pos, n);
+        pos += n;
+        return s;
+    }
+};
+
+struct FileCloser {
+    void operator()(FILE* f) const { if (f) fclose(f); }
+};
+using File = std::unique_ptr<FILE, FileCloser>;
+
+// Opens path, parses and validates the header; leaves the file positioned at the parameters.
+CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string& prefix) {
+    file.reset(fopen(path.c_str(), "rb"));
+    LLMQ_CHECK(file, "%s: cannot open checkpoint: %s", path.c_str(), strerror(errno));
+    FILE* f = file.get();
+    char magic[8];
+    uint32_t version = 0, hbytes = 0;
+    LLMQ_CHECK(fread(magic, 1, 8, f) == 8 && memcmp(magic, kMagic, 8) == 0, "%s: not an llmq checkpoint (bad magic)",
+               path.c_str());
+    LLMQ_CHECK(fread(&version, 4, 1, f) == 1, "%s: truncated checkpoint (no version)", path.c_str());
+    LLMQ_CHECK(version == kCheckpointVersion, "%s: checkpoint version %u, this build reads version %u", path.c_str(),
+               version, kCheckpointVersion);
+    LLMQ_CHECK(fread(&hbytes, 4, 1, f) == 1, "%s: truncated checkpoint (no header size)", path.c_str());
+    LLMQ_CHECK(hbytes < (1u << 24), "%s: corrupt checkpoint (header size %u)", path.c_str(), hbytes);
+    std::string header(hbytes, '\0');
+    LLMQ_CHECK(fread(&header[0], 1, hbytes, f) == hbytes, "%s: truncated checkpoint (header)", path.c_str());
+
+    CheckpointInfo info;
+    info.version = version;
+    Reader r{header, path};
+    ModelConfig& c = info.config;
+    c.name = r.get_str();
+    for (int* v : {&c.vocab_size, &c.dim, &c.ffn_dim, &c.n_layers, &c.n_heads, &c.n_kv_heads, &c.max_seq_len})
+        *v = r.get<int32_t>();
+    c.rope_theta = r.get<float>();
+    c.norm_eps = r.get<float>();
+    c.tied_embeddings = r.get<uint8_t>() != 0;
+    c.init_std = r.get<float>();
+    info.num_params = r.get<uint64_t>();
+    info.has_optimizer = r.get<uint8_t>() != 0;
+    info.adam_steps_taken = r.get<int32_t>();
+    info.state.step = r.get<int64_t>();
+    info.state.data_epoch = r.get<uint64_t>();
+    info.state.data_index = r.get<uint64_t>();
+    info.state.rng_state = r.get<uint64_t>();
+    uint32_t n_flags = r.get<uint32_t>();
+    for (uint32_t i = 0; i < n_flags; i++) {
+        std::string k = r.get_str();
+        info.flags.emplace_back(k, r.get_str());
+    }
+    LLMQ_CHECK(r.pos == header.size(), "%s: corrupt checkpoint header (%zu unread bytes)", path.c_str(),
+               header.size() - r.pos);
+    try {
+        c.validate();
+    } catch (const Error& e) {
+        throw Error(format("%s: corrupt checkpoint: %s", path.c_str(), e.what()));
+    }
+
+    uint64_t arrays = info.has_optimizer ? 3 : 1;
+    uint64_t expected = 16 + (uint64_t)hbytes + arrays * info.num_params * 4 + 16;
+    struct stat st;
+    LLMQ_CHECK(stat(path.c_str(), &st) == 0, "%s: cannot stat checkpoint", path.c_str());
+    LLMQ_CHECK((uint64_t)st.st_size == expected,
+               "%s: truncated or corrupt checkpoint: %lld bytes, the header promises %llu", path.c_str(),
+               (long long)st.st_size, (unsigned long long)expected);
+    prefix.assign(kMagic, 8);
+    prefix.append((const char*)&version, 4);
+    prefix.append((const char*)&hbytes, 4);
+    prefix += header;
+    return info;
+}
+}  // namespace
+
+CheckpointInfo read_checkpoint_info(const std::string& path) {
+    File f;
+    std::string prefix;
+    return open_checkpoint(path, f, prefix);
+}
+
+CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt) {
+    File file;
+    std::string prefix;
+    CheckpointInfo info = open_checkpoint(path, file, prefix);
+    FILE* f = file.get();
+    const ModelConfig& c = model.config();
+    const ModelConfig& k = info.config;
+    LLMQ_CHECK(k.vocab_size == c.vocab_size && k.dim == c.dim && k.ffn_dim == c.ffn_dim && k.n_layers == c.n_layers &&
+                   k.n_heads == c.n_heads && k.n_kv_heads == c.n_kv_heads && k.tied_embeddings == c.tied_embeddings,
+               "%s: checkpoint model (%s) does not match this model (%s)", path.c_str(), k.describe().c_str(),
+               c.describe().c_str());
+    size_t n = model.num_params();
+    LLMQ_CHECK(info.num_params == n, "%s: checkpoint has %llu parameters, the model %zu", path.c_str(),
+               (unsigned long long)info.num_params, n);
+    LLMQ_CHECK(!opt || info.has_optimizer, "%s: checkpoint holds weights only, no optimizer state to resume from",
+               path.c_str());
+
+    uint64_t hash = fnv1a(kFnvOffset, prefix.data(), prefix.size());
+    auto read_floats = [&](float* dst, const char* what) {
+        LLMQ_CHECK(fread(dst, sizeof(float), n, f) == n, "%s: truncated checkpoint (%s)", path.c_str(), what);
+        hash = fnv1a(hash, dst, n * sizeof(float));
+    };
+    std::vector<float> scratch;
+    read_floats(model.params(), "parameters");
+    if (info.has_optimizer) {
+        if (!opt) scratch.resize(n);
+        read_floats(opt ? opt->m().data() : scratch.data(), "AdamW m");
+        read_floats(opt ? opt->v().data() : scratch.data(), "AdamW v");
+    }
+    uint64_t stored = 0;
+    char end[8];
+    LLMQ_CHECK(fread(&stored, 8, 1, f) == 1 && fread(end, 1, 8, f) == 8, "%s: truncated checkpoint (trailer)",
+               path.c_str());
+    LLMQ_CHECK(memcmp(end, kEndMarker, 8) == 0, "%s: corrupt checkpoint (bad end marker)", path.c_str());
+    LLMQ_CHECK(stored == hash, "%s: corrupt checkpoint (checksum mismatch)", path.c_str());
+    if (opt) opt->set_steps_taken(info.adam_steps_taken);
+    return info;
+}
+
+std::string resolve_checkpoint_path(const std::string& arg) {
+    struct stat st;
+    if (stat(arg.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return arg + "/latest.ckpt";
+    if (stat(arg.c_str(), &st) != 0 && stat((arg + ".ckpt").c_str(), &st) == 0) return arg + ".ckpt";
+    return arg;
+}
+
+}  // namespace llmq

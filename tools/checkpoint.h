@@ -1,0 +1,69 @@
+// checkpoint: everything a training run needs to continue bit-identically, in one versioned file.
+//
+// Layout (little-endian; written to <file>.tmp, then renamed over <file>, so a reader never sees half):
+//   char[8]  magic "LLMQCKPT"
+//   u32      version (kCheckpointVersion)
+//   u32      header bytes H (the header section that follows)
+//   header   (H bytes) the model config: str name, i32 vocab_size dim ffn_dim n_layers n_heads n_kv_heads
+//            max_seq_len, f32 rope_theta norm_eps, u8 tied_embeddings, f32 init_std;
+//            u64 num_params; u8 has_optimizer; i32 adam_steps_taken;
+//            i64 step; u64 data_epoch data_index; u64 rng_state;
+//            u32 n_flags, then n_flags x (str key, str value): the training flags, as given to ./train
+//            (str = u32 length + bytes)
+//   f32[num_params]  parameters (the Model's buffer layout)
+//   f32[num_params]  AdamW m   } only with has_optimizer
+//   f32[num_params]  AdamW v   }
+//   u64      FNV-1a 64 of every byte before it
+//   char[8]  end marker "LLMQEND\0"
+// Loading checks magic, version, that the file is exactly as long as the header promises (truncation),
+// the checksum (corruption), and that the config matches the model it is loaded into.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../layers/config.h"
+#include "../layers/model.h"
+#include "../layers/optimizer.h"
+
+namespace llmq {
+
+constexpr uint32_t kCheckpointVersion = 1;
+
+using FlagValues = std::vector<std::pair<std::string, std::string>>;  // (name without "--", value)
+
+// Where the training run stands; all of it is needed for an exact resume.
+struct TrainState {
+    int64_t step = 0;         // optimizer steps completed
+    uint64_t data_epoch = 0;  // the train DataLoader's position
+    uint64_t data_index = 0;
+    uint64_t rng_state = 0;   // the training Rng
+};
+
+struct CheckpointInfo {
+    uint32_t version = 0;
+    ModelConfig config;
+    uint64_t num_params = 0;
+    bool has_optimizer = false;
+    int adam_steps_taken = 0;
+    TrainState state;
+    FlagValues flags;
+    std::string flag(const std::string& name, const std::string& fallback = "") const;
+};
+
+// Writes atomically (path.tmp then rename). Error naming the file on any failure; nothing is left under
+// path (nor path.tmp) when the write fails. opt may be null (weights only).
+void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt, const TrainState& state,
+                     const FlagValues& flags);
+// Reads and validates the header and the file size (cheap: the parameters are not read).
+CheckpointInfo read_checkpoint_info(const std::string& path);
+// Loads parameters into model (whose config must match) and, when opt is given, m, v and the step count
+// (Error when the file has no optimizer state); verifies the checksum over the whole file.
+CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt);
+
+// --resume's argument: a checkpoint file, a directory (its latest.ckpt), or DIR/latest.
+std::string resolve_checkpoint_path(const std::string& arg);
+
+}  // namespace llmq

@@ -1,0 +1,347 @@
+// trainer.cpp: the training loop (see trainer.h): setup and validation of a run, the step, evaluation,
+// checkpoints, samples and the final report.
+#include "trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <memory>
+
+#include "../kernels/common.h"
+#include "../layers/model.h"
+#include "../layers/optimizer.h"
+#include "dataloader.h"
+#include "metrics.h"
+#include "progress.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+namespace llmq {
+
+void add_train_flags(FlagSet& f, TrainOptions& o) {
+    f.add("model", &o.model, "model preset", {"tiny", "60m", "130m", "350m", "1b", "7b"});
+    f.add("dim", &o.dim, "override the preset's hidden size (0: keep)");
+    f.add("ffn-dim", &o.ffn_dim, "override the preset's SwiGLU inner size (0: keep)");
+    f.add("n-layers", &o.n_layers, "override the preset's layer count (0: keep)");
+    f.add("n-heads", &o.n_heads, "override the preset's attention heads (0: keep)");
+    f.add("n-kv-heads", &o.n_kv_heads, "override the preset's key/value heads (0: keep)");
+    f.add("max-seq-len", &o.max_seq_len, "override the preset's longest sequence (0: keep)");
+    f.add("data", &o.data, "shard directory, glob or prefix (*_train_*.bin, *_val_*.bin)");
+    f.add("encoding", &o.encoding, "tokenizer the shards came from: gpt2, cl100k_base, o200k_base, none");
+    f.add("vocab", &o.vocab, "tokenizer vocabulary file (instead of --encoding)");
+    f.add("steps", &o.steps, "optimizer steps in all");
+    f.add("batch", &o.batch, "sequences per micro-batch (B)");
+    f.add("seq", &o.seq, "tokens per sequence (T)");
+    f.add("grad-accum", &o.grad_accum, "micro-batches per optimizer step");
+    f.add("lr", &o.lr, "peak learning rate");
+    f.add("min-lr-ratio", &o.min_lr_ratio, "the cosine decays to lr * this");
+    f.add("warmup", &o.warmup, "linear warmup steps");
+    f.add("weight-decay", &o.weight_decay, "AdamW weight decay (2-D weights)");
+    f.add("grad-clip", &o.grad_clip, "clip the global gradient norm to this (0: off)");
+    f.add("on-nan", &o.on_nan, "on a non-finite loss or gradient: stop (exit 1) or skip the step", {"stop", "skip"});
+    f.add("device", &o.device, "where to train (auto: cuda when a GPU and the CUDA backend exist)",
+          {"auto", "cpu", "cuda"});
+    f.add("threads", &o.threads, "CPU threads (0: OpenMP's default)");
+    f.add("out", &o.out, "output directory: metrics.jsonl, loss.svg, checkpoints");
+    f.add("log-every", &o.log_every, "print a step line every N steps");
+    f.add("eval-every", &o.eval_every, "val loss every N steps (0: only at the end)");
+    f.add("val-batches", &o.val_batches, "val batches per evaluation, at most the whole val split (0: none)");
+    f.add("ckpt-every", &o.ckpt_every, "write DIR/latest.ckpt every N steps (0: only at the end)");
+    f.add("ckpt-keep-every", &o.ckpt_keep_every, "also keep DIR/ckpt_step_NNNNNN.ckpt every N steps (0: never)");
+    f.add("resume", &o.resume, "continue from a checkpoint: a file, DIR or DIR/latest");
+    f.add("sample-every", &o.sample_every, "print a sample every N steps (0: only at the end)");
+    f.add("sample-tokens", &o.sample_tokens, "tokens per sample (0: no samples)");
+    f.add("seed", &o.seed, "seed of the init, the data order and the samples");
+}
+
+void apply_checkpoint_flags(FlagSet& flags, const CheckpointInfo& info) {
+    std::string seq = info.flag("seq");
+    if (flags.was_set("seq") && !seq.empty()) {
+        std::vector<std::pair<std::string, std::string>> now = flags.values();
+        for (const auto& kv : now)
+            LLMQ_CHECK(kv.first != "seq" || kv.second == seq,
+                       "--seq %s differs from the checkpoint's %s (the data position counts windows of --seq)",
+                       kv.second.c_str(), seq.c_str());
+    }
+    for (const auto& kv : info.flags)
+        if (kv.first != "resume" && flags.has(kv.first) && !flags.was_set(kv.first)) flags.set(kv.first, kv.second);
+}
+
+ModelConfig model_config_for(const TrainOptions& o, int vocab_size) {
+    ModelConfig c = ModelConfig::preset(o.model, vocab_size);
+    if (o.dim > 0) c.dim = o.dim;
+    if (o.ffn_dim > 0) c.ffn_dim = o.ffn_dim;
+    if (o.n_layers > 0) c.n_layers = o.n_layers;
+    if (o.n_heads > 0) c.n_heads = o.n_heads;
+    if (o.n_kv_heads > 0) c.n_kv_heads = o.n_kv_heads;
+    if (o.max_seq_len > 0) c.max_seq_len = o.max_seq_len;
+    if (o.dim || o.ffn_dim || o.n_layers || o.n_heads || o.n_kv_heads) c.name = o.model + "-custom";
+    c.validate();
+    return c;
+}
+
+namespace {
+
+void check_options(const TrainOptions& o) {
+    LLMQ_CHECK(o.steps > 0, "--steps %d must be positive", o.steps);
+    LLMQ_CHECK(o.batch > 0, "--batch %d must be positive", o.batch);
+    LLMQ_CHECK(o.seq > 0, "--seq %d must be positive", o.seq);
+    LLMQ_CHECK(o.grad_accum > 0, "--grad-accum %d must be positive", o.grad_accum);
+    LLMQ_CHECK(o.lr > 0, "--lr %g must be positive", o.lr);
+    LLMQ_CHECK(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "--min-lr-ratio %g must be in [0, 1]", o.min_lr_ratio);
+    LLMQ_CHECK(o.warmup >= 0, "--warmup %d must not be negative", o.warmup);
+    LLMQ_CHECK(o.weight_decay >= 0, "--weight-decay %g must not be negative", o.weight_decay);
+    LLMQ_CHECK(o.threads >= 0, "--threads %d must not be negative", o.threads);
+    LLMQ_CHECK(o.log_every > 0, "--log-every %d must be positive", o.log_every);
+    for (auto [name, v] : {std::pair<const char*, int>{"eval-every", o.eval_every}, {"val-batches", o.val_batches},
+                           {"ckpt-every", o.ckpt_every}, {"ckpt-keep-every", o.ckpt_keep_every},
+                           {"sample-every", o.sample_every}, {"sample-tokens", o.sample_tokens}})
+        LLMQ_CHECK(v >= 0, "--%s %d must not be negative", name, v);
+}
+
+// Bytes of activations for (B,T): per layer the saved inputs of each op (norms, q/k/v, attention
+// probabilities, SwiGLU), their gradients, and the logits with their gradient. An estimate, used to refuse
+// configurations that cannot fit before allocating them.
+double estimate_activation_bytes(const ModelConfig& c, int B, int T) {
+    double kv_dim = (double)c.n_kv_heads * c.head_dim();
+    double per_layer = 8.0 * c.dim + 2.0 * kv_dim + 3.0 * c.ffn_dim + (double)c.n_heads * T;
+    return 4.0 * B * T * (2.0 * c.n_layers * per_layer + 2.0 * c.vocab_size + 4.0 * c.dim);
+}
+
+double available_memory_bytes() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    double kb;
+    while (in >> key >> kb) {
+        if (key == "MemAvailable:") return kb * 1024.0;
+        in.ignore(256, '\n');
+    }
+    return (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE);
+}
+
+void check_memory(const ModelConfig& c, const TrainOptions& o) {
+    double state = 16.0 * c.num_params();  // params, grads, AdamW m and v
+    double acts = estimate_activation_bytes(c, o.batch, o.seq);
+    double avail = available_memory_bytes(), GiB = 1024.0 * 1024.0 * 1024.0;
+    LLMQ_CHECK(state < avail, "--model %s: parameters, gradients and AdamW state need %.1f GiB, more than the %.1f GiB "
+               "of memory available", o.model.c_str(), state / GiB, avail / GiB);
+    LLMQ_CHECK(state + acts < avail,
+               "--batch %d x --seq %d: activations need about %.1f GiB (+ %.1f GiB of parameters, gradients and "
+               "AdamW), more than the %.1f GiB available; lower --batch (and raise --grad-accum) or --seq",
+               o.batch, o.seq, acts / GiB, state / GiB, avail / GiB);
+}
+
+bool all_finite(const float* x, size_t n) {
+    int bad = 0;
+#pragma omp parallel for reduction(| : bad)
+    for (size_t i = 0; i < n; i++) bad |= !std::isfinite(x[i]);
+    return !bad;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const TrainOptions& o) {
+    if (!o.vocab.empty()) return std::make_unique<Tokenizer>(Tokenizer::from_file(o.vocab));
+    if (o.encoding.empty() || o.encoding == "none") return nullptr;
+    return std::make_unique<Tokenizer>(Tokenizer::from_encoding(o.encoding));
+}
+
+std::string human_bytes(double b) {
+    const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) b /= 1024, u++;
+    return format("%.1f %s", b, units[u]);
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& o, FILE* log) {
+    check_options(o);
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    const int B = o.batch, T = o.seq;
+    TrainResult result;
+
+    // ---- data, tokenizer, model shape
+    CheckpointInfo ckpt;
+    std::string ckpt_path;
+    if (!o.resume.empty()) {
+        ckpt_path = resolve_checkpoint_path(o.resume);
+        ckpt = read_checkpoint_info(ckpt_path);
+    }
+    DataLoader train_data(o.data, "train", B, T, o.seed, /*shuffle=*/true);
+    std::unique_ptr<DataLoader> val_data;
+    if (o.val_batches > 0 && !DataLoader::find_shards(o.data, "val").empty())
+        val_data = std::make_unique<DataLoader>(o.data, "val", B, T, o.seed, /*shuffle=*/false);
+    std::unique_ptr<Tokenizer> tok = load_tokenizer(o);
+    int vocab = train_data.vocab_size();
+    if (tok) {
+        LLMQ_CHECK(vocab == 0 || (uint32_t)vocab == tok->vocab_size(),
+                   "--encoding %s has %u tokens but the shards of %s say %d: pass the tokenizer the shards came from "
+                   "(--encoding or --vocab)", tok->name().c_str(), tok->vocab_size(), o.data.c_str(), vocab);
+        vocab = (int)tok->vocab_size();
+    }
+    LLMQ_CHECK(vocab > 0, "%s: the shard headers do not give the vocabulary size; name the tokenizer (--encoding)",
+               o.data.c_str());
+    ModelConfig cfg = model_config_for(o, vocab);
+    LLMQ_CHECK(T <= cfg.max_seq_len, "--seq %d is longer than the model's max_seq_len %d (--max-seq-len)", T,
+               cfg.max_seq_len);
+    check_memory(cfg, o);
+    train_data.set_vocab_limit(vocab);
+    if (val_data) val_data->set_vocab_limit(vocab);
+
+    // ---- model, optimizer, state
+    Model model(cfg, o.seed);
+    OptimizerConfig ocfg;
+    ocfg.lr = o.lr;
+    ocfg.min_lr_ratio = o.min_lr_ratio;
+    ocfg.warmup_steps = o.warmup;
+    ocfg.total_steps = o.steps;
+    ocfg.weight_decay = o.weight_decay;
+    ocfg.grad_clip = o.grad_clip;
+    AdamW adam(ocfg, model.num_params());
+    Rng rng(o.seed);  // the training Rng: nothing draws from it yet (dropout would); checkpointed all the same
+    int64_t step = 0;
+    if (!ckpt_path.empty()) {
+        load_checkpoint(ckpt_path, model, &adam);
+        step = ckpt.state.step;
+        train_data.set_position({ckpt.state.data_epoch, ckpt.state.data_index});
+        rng.state = ckpt.state.rng_state;
+        LLMQ_CHECK(step < o.steps, "%s: the checkpoint is at step %lld and --steps is %d: nothing left to do (raise "
+                   "--steps)", ckpt_path.c_str(), (long long)step, o.steps);
+    }
+    result.first_step = step;
+    MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
+    FlagValues flag_values;
+    {
+        TrainOptions copy = o;
+        FlagSet fs;
+        add_train_flags(fs, copy);
+        flag_values = fs.values();
+    }
+
+    fprintf(log, "model: %s\n", cfg.describe().c_str());
+    fprintf(log, "train data: %s\n", train_data.description().c_str());
+    fprintf(log, "val data: %s\n", val_data ? val_data->description().c_str() : "none (no *_val_*.bin shards)");
+    fprintf(log, "tokenizer: %s, vocab %d\n", tok ? tok->name().c_str() : "none", vocab);
+    fprintf(log, "batch %d x seq %d x grad-accum %d = %d tokens/step, %d steps, lr %g, %d threads\n", B, T,
+            o.grad_accum, B * T * o.grad_accum, o.steps, o.lr, omp_get_max_threads());
+    if (!ckpt_path.empty()) fprintf(log, "resumed from %s at step %lld\n", ckpt_path.c_str(), (long long)step);
+
+    std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
+    int val_batch_count = 0;
+    if (val_data) {
+        // whole batches only, so no window counts twice (one wrapped batch when the split is shorter)
+        uint64_t full = std::max<uint64_t>(1, val_data->num_windows() / B);
+        val_batch_count = (int)std::min<uint64_t>(o.val_batches, full);
+        // the entropy of the val targets' own unigram distribution: the best any context-free model can do
+        std::vector<uint64_t> counts(vocab, 0);
+        val_data->reset();
+        for (int b = 0; b < val_batch_count; b++) {
+            val_data->next_batch(inputs.data(), targets.data());
+            for (int t : targets) counts[t]++;
+        }
+        double n = (double)val_batch_count * B * T, h = 0;
+        for (uint64_t c : counts)
+            if (c) h -= c / n * std::log(c / n);
+        result.unigram_entropy = h;
+        fprintf(log, "unigram entropy of val tokens: %.4f nats (%.0f tokens)\n", h, n);
+    }
+    auto evaluate = [&]() {
+        double sum = 0;
+        val_data->reset();
+        for (int b = 0; b < val_batch_count; b++) {
+            val_data->next_batch(inputs.data(), targets.data());
+            sum += model.forward(inputs.data(), targets.data(), B, T);
+        }
+        return sum / val_batch_count;
+    };
+    // DIR/latest.ckpt when `latest`, and a kept DIR/ckpt_step_N.ckpt at multiples of --ckpt-keep-every
+    auto save = [&](int64_t at_step, bool latest) {
+        TrainState st{at_step, train_data.position().epoch, train_data.position().index, rng.state};
+        if (latest) save_checkpoint(o.out + "/latest.ckpt", model, &adam, st, flag_values);
+        if (o.ckpt_keep_every > 0 && at_step % o.ckpt_keep_every == 0)
+            save_checkpoint(o.out + format("/ckpt_step_%06lld.ckpt", (long long)at_step), model, &adam, st, flag_values);
+    };
+    auto sample = [&](int64_t at_step) {
+        if (!tok || o.sample_tokens <= 0) return;
+        int start = train_data.eot_id() >= 0 ? train_data.eot_id() : (int)tok->eot_id();
+        Rng sample_rng(o.seed ^ (0x5A3C9E1Dull * (uint64_t)(at_step + 1)));
+        SampleOptions so;
+        so.tokens = o.sample_tokens;
+        so.max_context = T;
+        std::vector<uint32_t> ids = generate(model, {(uint32_t)start}, so, sample_rng);
+        fprintf(log, "sample at step %lld:\n%s\n---\n", (long long)at_step, tok->decode(ids).c_str());
+    };
+
+    // ---- the loop
+    const bool tty_bar = log == stdout && isatty(fileno(stderr));
+    Progress bar("train", o.steps, Progress::Count, "step", log == stdout ? stderr : log);
+    bar.update((double)step);
+    const size_t state_bytes = 16 * model.num_params();
+    const float micro_scale = 1.0f / o.grad_accum;
+    for (; step < o.steps; step++) {
+        double t0 = now_seconds();
+        model.zero_grad();
+        double loss = 0;
+        for (int micro = 0; micro < o.grad_accum; micro++) {
+            train_data.next_batch(inputs.data(), targets.data());
+            loss += model.forward(inputs.data(), targets.data(), B, T);
+            model.backward(micro_scale);
+        }
+        loss /= o.grad_accum;
+        bool finite = std::isfinite(loss) && all_finite(model.grads(), model.num_params());
+        float lr = lr_at_step(ocfg, (int)step), norm = NAN;
+        if (!finite) {
+            LLMQ_CHECK(o.on_nan == "skip", "step %lld: loss is %g (non-finite loss or gradient); stopping "
+                       "(--on-nan skip skips such steps)", (long long)step + 1, loss);
+            fprintf(log, "step %lld: loss is %g (non-finite loss or gradient); skipping the update (--on-nan skip)\n",
+                    (long long)step + 1, loss);
+            result.skipped_steps++;
+        } else {
+            norm = adam.step(model, (int)step);
+        }
+        double dt = now_seconds() - t0;
+        double tokens_per_s = (double)B * T * o.grad_accum / dt;
+        size_t mem = state_bytes + model.activation_bytes();
+        result.losses.push_back((float)loss);
+        metrics.log({{"step", (double)step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                     {"tokens_per_s", tokens_per_s}, {"mem_bytes", (double)mem}, {"step_s", dt},
+                     {"skipped", finite ? 0.0 : 1.0}});
+        bar.update((double)step + 1);
+        if ((step + 1) % o.log_every == 0 || step == result.first_step || step + 1 == o.steps) {
+            if (tty_bar) fputs("\r\033[K", stderr);
+            fprintf(log, "step %5lld/%d | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | mem %s | %.0f ms\n",
+                    (long long)step + 1, o.steps, loss, lr, norm, tokens_per_s, human_bytes((double)mem).c_str(),
+                    dt * 1e3);
+            fflush(log);
+        }
+        bool last = step + 1 == o.steps;
+        if (val_data && val_batch_count > 0 && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && !last) {
+            double vl = evaluate();
+            metrics.log({{"step", (double)step + 1}, {"val_loss", vl}});
+            metrics.write_plot("llmq " + cfg.name + ": loss");
+            fprintf(log, "step %5lld/%d | val loss %.4f\n", (long long)step + 1, o.steps, vl);
+        }
+        if (o.sample_every > 0 && (step + 1) % o.sample_every == 0 && !last) sample(step + 1);
+        if (!last) save(step + 1, o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0);
+    }
+    bar.finish();
+
+    // ---- the end: final evaluation, plot, checkpoint, sample
+    if (val_data && val_batch_count > 0) {
+        result.val_loss = evaluate();
+        metrics.log({{"step", (double)o.steps}, {"val_loss", result.val_loss},
+                     {"unigram_entropy", result.unigram_entropy}});
+        fprintf(log, "final val loss %.4f nats, unigram entropy of val tokens %.4f nats: %.4f below\n",
+                result.val_loss, result.unigram_entropy, result.unigram_entropy - result.val_loss);
+    }
+    metrics.write_plot("llmq " + cfg.name + ": loss");
+    save(o.steps, true);
+    fprintf(log, "wrote %s, %s/loss.svg, %s/latest.ckpt\n", metrics.path().c_str(), o.out.c_str(), o.out.c_str());
+    if (result.skipped_steps) fprintf(log, "skipped %d steps with a non-finite loss\n", result.skipped_steps);
+    sample(o.steps);
+    return result;
+}
+
+}  // namespace llmq

@@ -1,0 +1,74 @@
+// trainer: the training loop behind ./train, as a library function so tests can run it in-process.
+//
+//   data  -> DataLoader (shuffled train windows, fixed val batches)
+//   model -> Model (layers/model.h) + AdamW (layers/optimizer.h), cosine schedule with warmup
+//   each step: grad_accum x (forward, backward(1/grad_accum)), NaN/inf check, AdamW step, log line
+//   every --eval-every: val loss; every --ckpt-every: DIR/latest.ckpt; every --sample-every: a sample
+//   end: final val loss against the val tokens' unigram entropy, DIR/loss.svg, checkpoint, sample
+//
+// Determinism: the data order comes from (seed, epoch), the model init from seed, samples from their own
+// Rng seeded from (seed, step); a checkpoint carries the rest, so a resumed run continues bit-identically.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "../layers/config.h"
+#include "checkpoint.h"
+#include "flags.h"
+
+namespace llmq {
+
+struct TrainOptions {
+    // model: a preset, optionally reshaped (0 = the preset's value)
+    std::string model = "tiny";
+    int dim = 0, ffn_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, max_seq_len = 0;
+    // data and tokenizer
+    std::string data = "data/shards";
+    std::string encoding = "gpt2";  // the tokenizer the shards came from; "none": no tokenizer, no samples
+    std::string vocab;              // a vocabulary file instead of --encoding
+    // optimisation
+    // (the defaults are the `make run` demo: tiny on the bundled corpus with a 4096-token trained
+    //  vocabulary, ~4 minutes on 2 cores)
+    int steps = 500, batch = 16, seq = 128, grad_accum = 1;
+    float lr = 5e-3f, min_lr_ratio = 0.1f;
+    int warmup = 30;
+    float weight_decay = 0.1f, grad_clip = 1.0f;
+    std::string on_nan = "stop";
+    // machine
+    std::string device = "auto";
+    int threads = 0;
+    // output, evaluation, checkpoints
+    std::string out = "out";
+    int log_every = 1, eval_every = 100, val_batches = 16;
+    int ckpt_every = 100, ckpt_keep_every = 0;
+    std::string resume;
+    int sample_every = 0, sample_tokens = 64;
+    uint64_t seed = 1337;
+};
+
+// Binds every field of opts to a flag of the same name (dashes for underscores) with its help text.
+void add_train_flags(FlagSet& flags, TrainOptions& opts);
+// For a resumed run: takes each training flag stored in the checkpoint that the command line did not set
+// (so `./train --resume out` continues with the original settings). --seq must not change.
+void apply_checkpoint_flags(FlagSet& flags, const CheckpointInfo& info);
+// The model shape for opts (preset + overrides) with the given vocabulary; validated.
+ModelConfig model_config_for(const TrainOptions& opts, int vocab_size);
+
+struct TrainResult {
+    int64_t first_step = 0;     // the step the run started from (0, or the checkpoint's)
+    std::vector<float> losses;  // train loss of each step run, first_step onwards
+    double val_loss = NAN;      // the final evaluation
+    double unigram_entropy = NAN;
+    int skipped_steps = 0;      // --on-nan skip
+};
+
+// Runs the training described by opts (opts.resume: continue from that checkpoint). Log lines go to log;
+// the progress bar to stderr when log is stdout, else to log. Throws Error on bad input and on a
+// non-finite loss with --on-nan stop.
+TrainResult train(const TrainOptions& opts, FILE* log = stdout);
+
+}  // namespace llmq
