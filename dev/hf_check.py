@@ -58,7 +58,8 @@ def check_variant(convert, tmp, name, tied, dtype, failures):
     torch.manual_seed(1234 + tied)
     cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
                       num_attention_heads=8, num_key_value_heads=2, rope_theta=50000.0, rms_norm_eps=1e-5,
-                      max_position_embeddings=64, tie_word_embeddings=tied)
+                      max_position_embeddings=64, tie_word_embeddings=tied,
+                      initializer_range=0.1)  # larger than 0.02 so logits are O(1..10), not O(0.1)
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # norms away from 1 so a wrong norm weight cannot hide
         for n, p in model.named_parameters():
