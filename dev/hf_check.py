@@ -14,6 +14,7 @@ Skips with a message (exit 0) when torch/transformers/peft/safetensors are missi
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ try:
     import torch
     import transformers
     import peft
-    import safetensors  # noqa: F401
+    import safetensors.torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from peft import PeftModel
 except ImportError as e:  # the check needs the real libraries; without them there is nothing to compare
@@ -37,10 +38,12 @@ def run(cmd):
     return r.stdout
 
 
-def llmq_logits(convert, model_dir, tokens, adapter=None):
+def llmq_logits(convert, model_dir, tokens, adapter=None, meta_qk=False):
     cmd = [convert, "logits", model_dir, "--tokens", ",".join(map(str, tokens))]
     if adapter:
         cmd += ["--adapter", adapter]
+    if meta_qk:
+        cmd += ["--meta-qk"]
     rows = [list(map(float, line.split())) for line in run(cmd).strip().split("\n")]
     return torch.tensor(rows, dtype=torch.float64)
 
@@ -90,6 +93,38 @@ def check_variant(convert, tmp, name, tied, dtype, failures):
     if diff > 1e-4:
         failures.append(f"{name}: logits diff {diff}")
 
+    # (a') the same model sharded by transformers: same logits; roundtrip to one file gives the same bytes
+    sharded, from_sharded = os.path.join(tmp, name + "_sharded"), os.path.join(tmp, name + "_unsharded")
+    model.save_pretrained(sharded, max_shard_size="40KB")
+    shards = [f for f in os.listdir(sharded) if f.endswith(".safetensors")]
+    run([convert, "roundtrip", sharded, from_sharded])
+    same_sharded = open(os.path.join(from_sharded, "model.safetensors"), "rb").read() == a
+    d_sharded = (llmq_logits(convert, sharded, tokens) - ours).abs().max().item()
+    print(f"[{name}] sharded input ({len(shards)} shards): logits diff {d_sharded}, roundtrip to one file "
+          f"byte-identical {same_sharded}")
+    if len(shards) < 2 or d_sharded != 0 or not same_sharded:
+        failures.append(f"{name}: sharded")
+
+    # (d) Meta's interleaved q/k layout: undo convert_llama_weights_to_hf.py's permute, load with --meta-qk
+    meta = os.path.join(tmp, name + "_meta")
+    os.makedirs(meta)
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    sd = {k: v.clone() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    for k in sd:
+        if k.endswith("q_proj.weight") or k.endswith("k_proj.weight"):
+            heads = cfg.num_attention_heads if "q_proj" in k else cfg.num_key_value_heads
+            w = sd[k]  # HF = permute(Meta) = Meta.view(h, hd/2, 2, in).transpose(1, 2); so Meta = its inverse:
+            sd[k] = w.view(heads, 2, hd // 2, w.shape[1]).transpose(1, 2).reshape(w.shape).contiguous()
+            back_to_hf = sd[k].view(heads, hd // 2, 2, w.shape[1]).transpose(1, 2).reshape(w.shape)
+            assert torch.equal(back_to_hf, w)  # the script's permute undoes it
+    safetensors.torch.save_file(sd, os.path.join(meta, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(src, "config.json"), meta)
+    d_meta = (llmq_logits(convert, meta, tokens, meta_qk=True) - ours).abs().max().item()
+    d_wrong = (llmq_logits(convert, meta, tokens) - ours).abs().max().item()
+    print(f"[{name}] Meta q/k layout: logits diff with --meta-qk {d_meta}; read as HF layout (wrong) {d_wrong:.3g}")
+    if d_meta != 0 or d_wrong < 1e-3:
+        failures.append(f"{name}: meta layout")
+
     # (c) LoRA through peft, and the merged model
     adapter, merged = os.path.join(tmp, name + "_lora"), os.path.join(tmp, name + "_merged")
     targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" + ("" if tied else ",lm_head")
@@ -106,6 +141,20 @@ def check_variant(convert, tmp, name, tied, dtype, failures):
           f"{d_merged:.3g}; the adapter moves logits by up to {effect:.3g}")
     if d_lora > 1e-4 or d_merged > 1e-4 or effect < 1e-2:
         failures.append(f"{name}: lora diff {d_lora} merged diff {d_merged} effect {effect}")
+
+    # (c') some modules only, each with its own rank and alpha: target_modules by full name, rank/alpha_pattern
+    mixed = os.path.join(tmp, name + "_lora_mixed")
+    run([convert, "lora-random", src, mixed, "--targets",
+         "model.layers.0.self_attn.q_proj:2:3,model.layers.1.mlp.up_proj:5:10,model.layers.1.self_attn.v_proj",
+         "--r", "3", "--alpha", "4", "--std", "0.3", "--seed", "9"])
+    peft_mixed = PeftModel.from_pretrained(load_f32(src), mixed).eval()
+    ranks = {n: m.r["default"] for n, m in peft_mixed.named_modules() if isinstance(getattr(m, "r", None), dict) and "default" in m.r}
+    scales = {n: m.scaling["default"] for n, m in peft_mixed.named_modules() if isinstance(getattr(m, "scaling", None), dict) and "default" in m.scaling}
+    d_mixed = (hf_logits(peft_mixed, tokens) - llmq_logits(convert, src, tokens, adapter=mixed)).abs().max().item()
+    print(f"[{name}] LoRA, 3 modules with ranks {sorted(ranks.values())}, scales {[round(x, 6) for x in sorted(scales.values())]}: "
+          f"max |peft - llmq --adapter| = {d_mixed:.3g}")
+    if d_mixed > 1e-4 or sorted(ranks.values()) != [2, 3, 5] or sorted(scales.values()) != [4 / 3, 1.5, 2.0]:  # lora_alpha 4.0 exactly
+        failures.append(f"{name}: mixed lora {d_mixed} {ranks} {scales}")
 
 
 def main():

@@ -9,7 +9,8 @@
 //   ./convert lora-random BASE OUT --targets q_proj,v_proj [--r 4] [--alpha 8] [--seed 1] [--std 0.02]
 //                                  [--merged MDIR] [--dtype f32]
 //                                         attaches random LoRA adapters (A and B nonzero) to BASE, writes them in
-//                                         peft's layout to OUT and, with --merged, BASE with them folded in
+//                                         peft's layout to OUT and, with --merged, BASE with them folded in;
+//                                         a target may carry its own rank and alpha: model.layers.0.mlp.up_proj:2:3
 // Conversions to and from llmq's training checkpoint (hf-to-llmq, llmq-to-hf) come with tools/checkpoint.h.
 #include <cerrno>
 #include <cstdio>
@@ -30,7 +31,7 @@ const char* kUsage =
     "usage: ./convert inspect DIR\n"
     "       ./convert roundtrip IN_DIR OUT_DIR [--dtype bf16|f16|f32] [--meta-qk]\n"
     "       ./convert logits DIR --tokens 1,2,3 [--adapter ADAPTER_DIR] [--meta-qk]\n"
-    "       ./convert lora-random BASE_DIR OUT_DIR --targets q_proj,v_proj [--r 4] [--alpha 8] [--seed 1]\n"
+    "       ./convert lora-random BASE_DIR OUT_DIR --targets q_proj,v_proj[:r[:alpha]] [--r 4] [--alpha 8] [--seed 1]\n"
     "                             [--std 0.02] [--merged MERGED_DIR] [--dtype f32]\n";
 
 // Positional arguments and --flag value pairs (--meta-qk takes none).
@@ -142,7 +143,12 @@ void lora_random(const Args& a) {
     const int r = (int)parse_long(a.get("--r", "4"), "--r");
     const float alpha = strtof(a.get("--alpha", "8").c_str(), nullptr);
     const float std_ = strtof(a.get("--std", "0.02").c_str(), nullptr);
-    attach_random_lora(*m.model, split(a.get("--targets", "")), r, alpha, std_, rng, store);
+    for (const std::string& target : split(a.get("--targets", ""))) {  // module[:r[:alpha]]
+        const size_t c1 = target.find(':'), c2 = c1 == std::string::npos ? c1 : target.find(':', c1 + 1);
+        const int tr = c1 == std::string::npos ? r : (int)parse_long(target.substr(c1 + 1, c2 - c1 - 1), "--targets");
+        const float talpha = c2 == std::string::npos ? alpha : strtof(target.c_str() + c2 + 1, nullptr);
+        attach_random_lora(*m.model, {target.substr(0, c1)}, tr, talpha, std_, rng, store);
+    }
     PeftExportOptions opt;
     opt.base_model_name_or_path = a.positional[0];
     opt.dtype = parse_weight_dtype(a.get("--dtype", "f32"), "--dtype");

@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -52,6 +53,19 @@ std::string number_json(double v) {
     char buf[64];
     snprintf(buf, sizeof buf, "%.17g", v);
     return buf;
+}
+
+// lora_alpha for an adapter: scale * r, but as the float a user wrote (alpha 4, r 3 stores scale 1.3333334f,
+// and 1.3333334f * 3 is 4.0000001) whenever that float gives back the same fp32 scale.
+double alpha_of(const LoraAdapter<float>& a) {
+    const double exact = (double)a.scale * a.rank, rounded = (double)(float)exact;
+    for (int digits = 1; digits <= 9; digits++) {  // the shortest decimal that still gives the scale
+        char buf[32];
+        snprintf(buf, sizeof buf, "%.*g", digits, rounded);
+        const double d = strtod(buf, nullptr);
+        if ((float)(d / a.rank) == a.scale) return d;
+    }
+    return exact;
 }
 
 void write_text(const std::string& path, const std::string& text) {
@@ -122,11 +136,11 @@ void save_peft_adapter(const std::string& dir, Model& model, const PeftExportOpt
 
     // ranks and alphas: the first adapter's are the defaults, the others go to rank_pattern / alpha_pattern
     const int r0 = entries[0].a->rank;
-    const double alpha0 = (double)entries[0].a->scale * r0;
+    const double alpha0 = alpha_of(*entries[0].a);
     std::string rank_pattern, alpha_pattern;
     std::map<std::string, int> per_kind;  // short name -> modules carrying an adapter
     for (const Entry& e : entries) {
-        const double alpha = (double)e.a->scale * e.a->rank;
+        const double alpha = alpha_of(*e.a);
         // peft matches pattern keys as `.*\.key$` in older versions: drop the leading "model." so a dot precedes
         const std::string key = escaped_pattern(e.module.compare(0, 6, "model.") == 0 ? e.module.substr(6) : e.module);
         if (e.a->rank != r0) rank_pattern += format("%s\"%s\": %d", rank_pattern.empty() ? "" : ", ", key.c_str(), e.a->rank);
