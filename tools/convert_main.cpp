@@ -112,8 +112,10 @@ void inspect(const Args& a) {
 
 void roundtrip(const Args& a) {
     need_positional(a, 2, "roundtrip");
+    const bool keep_dtype = !a.has("--dtype");
+    Dtype dtype = keep_dtype ? Dtype::F32 : parse_weight_dtype(a.get("--dtype", ""), "--dtype");  // a typo fails first
     HfModel m = load_hf_llama(a.positional[0], layout_of(a));
-    const Dtype dtype = a.has("--dtype") ? parse_weight_dtype(a.get("--dtype", ""), "--dtype") : m.dtype;
+    if (keep_dtype) dtype = m.dtype;
     save_hf_llama(a.positional[1], *m.model, dtype);
     printf("wrote %s (%s, %s)\n", a.positional[1].c_str(), m.model->config().describe().c_str(), dtype_name(dtype));
 }
