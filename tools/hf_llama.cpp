@@ -340,6 +340,27 @@ void make_dirs(const std::string& dir) {
     LLMQ_CHECK(stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "%s: not a directory", dir.c_str());
 }
 
+const void* float_data_as(Dtype dtype, const float* src, size_t n, std::vector<std::vector<uint16_t>>& keep) {
+    if (dtype == Dtype::F32) return src;
+    LLMQ_CHECK(dtype == Dtype::BF16 || dtype == Dtype::F16, "export: dtype %s is not one of F32, BF16, F16",
+               dtype_name(dtype));
+    keep.emplace_back(n);
+    for (size_t i = 0; i < n; i++) keep.back()[i] = dtype == Dtype::BF16 ? float_to_bf16(src[i]) : float_to_f16(src[i]);
+    return keep.back().data();
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+    const std::string tmp = path + ".tmp";
+    FILE* f = fopen(tmp.c_str(), "wb");
+    LLMQ_CHECK(f, "%s: cannot create: %s", tmp.c_str(), strerror(errno));
+    const bool ok = fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (fclose(f) != 0 || !ok || rename(tmp.c_str(), path.c_str()) != 0) {
+        const int err = errno;
+        remove(tmp.c_str());
+        throw Error(format("%s: write failed: %s", path.c_str(), strerror(err)));
+    }
+}
+
 void save_hf_llama(const std::string& dir, const ModelConfig& config, const std::vector<ParamTensor>& tensors,
                    const float* params, Dtype dtype) {
     torch_dtype_name(dtype);  // refuses any other dtype before anything is written
@@ -351,23 +372,11 @@ void save_hf_llama(const std::string& dir, const ModelConfig& config, const std:
         w.name = t.name;
         w.dtype = dtype;
         w.shape.assign(t.shape.begin(), t.shape.end());
-        const float* src = params + t.offset;
-        if (dtype == Dtype::F32) {
-            w.data = src;
-        } else {
-            narrow.emplace_back(t.size);
-            for (size_t i = 0; i < t.size; i++)
-                narrow.back()[i] = dtype == Dtype::BF16 ? float_to_bf16(src[i]) : float_to_f16(src[i]);
-            w.data = narrow.back().data();
-        }
+        w.data = float_data_as(dtype, params + t.offset, t.size, narrow);
         out.push_back(w);
     }
     write_safetensors(dir + "/model.safetensors", out, {{"format", "pt"}});
-    const std::string cfg = hf_config_json(config, dtype), path = dir + "/config.json";
-    FILE* f = fopen(path.c_str(), "wb");
-    LLMQ_CHECK(f, "%s: cannot write: %s", path.c_str(), strerror(errno));
-    const bool ok = fwrite(cfg.data(), 1, cfg.size(), f) == cfg.size();
-    LLMQ_CHECK(fclose(f) == 0 && ok, "%s: write failed", path.c_str());
+    write_text_file(dir + "/config.json", hf_config_json(config, dtype));
 }
 
 void save_hf_llama(const std::string& dir, const Model& model, Dtype dtype) {

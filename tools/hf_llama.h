@@ -17,6 +17,7 @@
 // Every error names the file and the key.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -86,5 +87,10 @@ void save_hf_llama(const std::string& dir, const Model& model, Dtype dtype);
 Dtype parse_weight_dtype(const std::string& name, const std::string& flag);
 // mkdir -p; Error naming the path.
 void make_dirs(const std::string& dir);
+// src (n) as the bytes of a dtype tensor (F32: src itself; BF16/F16: a rounded copy appended to keep, which
+// must outlive the use). Error for another dtype.
+const void* float_data_as(Dtype dtype, const float* src, size_t n, std::vector<std::vector<uint16_t>>& keep);
+// Writes text to path atomically (path.tmp, then rename); Error naming the path.
+void write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace llmq

@@ -11,7 +11,6 @@
 #include "../kernels/common.h"
 #include "../kernels/matmul.h"
 #include "../layers/model_core.h"
-#include "float16.h"
 #include "hf_llama.h"
 #include "json.h"
 
@@ -66,13 +65,6 @@ double alpha_of(const LoraAdapter<float>& a) {
         if ((float)(d / a.rank) == a.scale) return d;
     }
     return exact;
-}
-
-void write_text(const std::string& path, const std::string& text) {
-    FILE* f = fopen(path.c_str(), "wb");
-    LLMQ_CHECK(f, "%s: cannot write: %s", path.c_str(), strerror(errno));
-    const bool ok = fwrite(text.data(), 1, text.size(), f) == text.size();
-    LLMQ_CHECK(fclose(f) == 0 && ok, "%s: write failed", path.c_str());
 }
 
 }  // namespace
@@ -166,15 +158,7 @@ void save_peft_adapter(const std::string& dir, Model& model, const PeftExportOpt
         t.name = kPrefix + name;
         t.dtype = opt.dtype;
         t.shape = {rows, cols};
-        const size_t n = (size_t)rows * cols;
-        if (opt.dtype == Dtype::F32) {
-            t.data = src;
-        } else {
-            narrow.emplace_back(n);
-            for (size_t i = 0; i < n; i++)
-                narrow.back()[i] = opt.dtype == Dtype::BF16 ? float_to_bf16(src[i]) : float_to_f16(src[i]);
-            t.data = narrow.back().data();
-        }
+        t.data = float_data_as(opt.dtype, src, (size_t)rows * cols, narrow);
         tensors.push_back(t);
     };
     for (const Entry& e : entries) {
@@ -205,7 +189,7 @@ void save_peft_adapter(const std::string& dir, Model& model, const PeftExportOpt
     kv("task_type", "\"CAUSAL_LM\"");
     kv("use_dora", "false");
     cfg += "  \"use_rslora\": false\n}\n";
-    write_text(dir + "/adapter_config.json", cfg);
+    write_text_file(dir + "/adapter_config.json", cfg);
 }
 
 void load_peft_adapter(const std::string& dir, Model& model, AdapterStore& store) {
