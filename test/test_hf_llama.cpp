@@ -278,6 +278,17 @@ TEST(HfWeights, ErrorsNameTheFileAndKey) {
     write_safetensors(st, extra);
     expect_error([&] { load_hf_llama(dir); }, {st, "q_proj.bias", "unexpected"});
 
+    std::vector<float> poisoned(m->params(), m->params() + m->num_params());
+    const ParamTensor& up = m->tensor(victim);
+    poisoned[up.offset + 17] = NAN;
+    std::vector<SafeTensorToWrite> nan_file = f32_views(*m);
+    for (SafeTensorToWrite& t : nan_file)
+        if (t.name == victim) t.data = poisoned.data() + up.offset;
+    write_safetensors(st, nan_file);
+    expect_error([&] { load_hf_llama(dir); }, {st, victim, "non-finite", "element 17"});
+    expect_error([&] { save_hf_llama(temp_dir(), m->config(), m->tensors(), poisoned.data(), Dtype::BF16); },
+                 {victim, "non-finite", "element 17"});
+
     // old checkpoints' rotary buffers are the one tolerated extra
     std::vector<SafeTensorToWrite> rotary = f32_views(*m);
     rotary.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", Dtype::F32, {4}, bias.data()});

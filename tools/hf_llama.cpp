@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -99,6 +100,13 @@ std::string shape_str(const std::vector<int64_t>& s) {
     std::string out = "[";
     for (size_t i = 0; i < s.size(); i++) out += (i ? ", " : "") + std::to_string(s[i]);
     return out + "]";
+}
+
+// The index of the first NaN or infinity in x (n), or -1.
+long long first_non_finite(const float* x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!std::isfinite(x[i])) return (long long)i;
+    return -1;
 }
 
 // Meta row 2i+j of a head <-> HF row j*hd/2 + i. to_hf picks the direction.
@@ -269,6 +277,9 @@ Dtype load_weights(const std::string& dir, Model& model, QkLayout layout) {
                    "%s: tensor '%s' has dtype %s; only BF16, F16 and F32 weights load", f->source().c_str(),
                    t.name.c_str(), dtype_name(info.dtype));
         const std::vector<float> values = f->to_float(t.name);
+        const long long bad = first_non_finite(values.data(), t.size);
+        LLMQ_CHECK(bad < 0, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", f->source().c_str(),
+                   t.name.c_str(), values[bad], bad);
         float* dst = model.params() + t.offset;
         std::memcpy(dst, values.data(), sizeof(float) * t.size);
         const bool is_q = t.name.find(".self_attn.q_proj.weight") != std::string::npos;
@@ -372,6 +383,10 @@ void save_hf_llama(const std::string& dir, const ModelConfig& config, const std:
         w.name = t.name;
         w.dtype = dtype;
         w.shape.assign(t.shape.begin(), t.shape.end());
+        // a diverged run's NaNs would make a file every tool loads and no tool can use: refuse it here
+        const long long bad = first_non_finite(params + t.offset, t.size);
+        LLMQ_CHECK(bad < 0, "HF export to %s: parameter '%s' holds a non-finite value (%g at element %lld)",
+                   dir.c_str(), t.name.c_str(), params[t.offset + bad], bad);
         w.data = float_data_as(dtype, params + t.offset, t.size, narrow);
         out.push_back(w);
     }
