@@ -328,6 +328,10 @@ TEST(HfWeights, LoadIntoExistingModelChecksTheConfig) {
     EXPECT_EQ(std::memcmp(target.params(), m->params(), sizeof(float) * m->num_params()), 0);
     Model tied(small_config(true), 3);
     expect_error([&] { load_hf_weights(dir, tied); }, {dir + "/config.json", "untied", "tied"});
+    ModelConfig other_theta = small_config(false);
+    other_theta.rope_theta = 10000.0f;
+    Model theta(other_theta, 3);
+    expect_error([&] { load_hf_weights(dir, theta); }, {dir + "/config.json", "rope_theta 5000"});
 }
 
 // ---------------------------------------------------------------- RoPE layouts

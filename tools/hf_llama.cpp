@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -319,6 +320,10 @@ void load_hf_weights(const std::string& dir, Model& model, QkLayout layout) {
                    want.n_kv_heads == have.n_kv_heads && want.tied_embeddings == have.tied_embeddings,
                "%s/config.json: describes %s; the model is %s", dir.c_str(), want.describe().c_str(),
                have.describe().c_str());
+    // same shapes but another rope_theta or eps would compute another function: also a mismatch
+    LLMQ_CHECK(want.rope_theta == have.rope_theta && want.norm_eps == have.norm_eps,
+               "%s/config.json: rope_theta %g, rms_norm_eps %g; the model has %g, %g", dir.c_str(), want.rope_theta,
+               want.norm_eps, have.rope_theta, have.norm_eps);
     load_weights(dir, model, layout);
 }
 

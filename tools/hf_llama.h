@@ -71,7 +71,8 @@ struct HfModel {
 };
 // Reads config.json and the weights of dir into a new Model.
 HfModel load_hf_llama(const std::string& dir, QkLayout layout = QkLayout::HF);
-// Loads the weights of dir into an existing model whose config must equal dir's (shapes are checked).
+// Loads the weights of dir into an existing model whose config must equal dir's (shapes, tying, rope_theta and
+// rms_norm_eps; max_seq_len may differ).
 void load_hf_weights(const std::string& dir, Model& model, QkLayout layout = QkLayout::HF);
 
 // ---- export
