@@ -39,6 +39,8 @@ DEV_BIN := $(patsubst dev/%,$(BUILD)/dev/%,$(basename $(DEV_SRC)))
 PROGRAMS := train $(patsubst tools/%_main.cpp,%,$(PROGRAM_MAINS))
 
 .PHONY: all test run gpucheck clean
+# keep objects that pattern chains would treat as intermediate (and delete after linking)
+.SECONDARY:
 all: $(PROGRAMS) $(BUILD)/tests $(DEV_BIN)
 
 $(BUILD)/%.cpp.o: %.cpp
@@ -66,6 +68,16 @@ $(BUILD)/dev/%: dev/%.cu $(BUILD)/libllmq.a
 $(BUILD)/dev/%: dev/%.cpp $(BUILD)/libllmq.a
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp -lpthread
+
+# The demo: a 4096-token BPE vocabulary trained on the bundled corpus (the tiny model's LM head with
+# gpt2's 50257 tokens is too slow to learn much in a few CPU minutes), the corpus sharded with it (one
+# document per line), then the default run of ./train (tiny model, 500 steps).
+RUN_DIR := data/shards
+run: train tokenizer
+	@mkdir -p $(RUN_DIR)
+	@[ -f $(RUN_DIR)/vocab4096.json ] || ./tokenizer train-vocab --size 4096 --out $(RUN_DIR)/vocab4096.json --quiet data/text/*.txt
+	@ls $(RUN_DIR)/text_train_*.bin >/dev/null 2>&1 || ./tokenizer shard --vocab $(RUN_DIR)/vocab4096.json --docs line --prefix text --out $(RUN_DIR) --quiet data/text
+	./train --data $(RUN_DIR) --vocab $(RUN_DIR)/vocab4096.json --out out
 
 # The whole suite. GTEST_BRIEF keeps the log to failures and the summary.
 test: $(BUILD)/tests $(PROGRAMS)
