@@ -33,12 +33,21 @@ struct Error : std::runtime_error {
 
 inline std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 inline std::string format(const char* fmt, ...) {
-    char buf[2048];
-    va_list ap;
+    va_list ap, ap2;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_copy(ap2, ap);
+    char small[512];
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
-    return buf;
+    std::string out;
+    if (n < (int)sizeof small) {
+        out.assign(small, n < 0 ? 0 : n);
+    } else {  // longer than the stack buffer: format again into a string of the exact size
+        out.resize(n);
+        vsnprintf(&out[0], n + 1, fmt, ap2);
+    }
+    va_end(ap2);
+    return out;
 }
 
 #define LLMQ_CHECK(cond, ...)                                          \

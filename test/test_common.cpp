@@ -40,3 +40,12 @@ TEST(Common, RngNormalHasUnitMoments) {
         ASSERT_LT(u, 1.0f);
     }
 }
+
+TEST(Common, FormatHasNoLengthLimit) {
+    std::string long_arg(10000, 'x');
+    std::string s = format("<%s>", long_arg.c_str());
+    ASSERT_EQ(s.size(), long_arg.size() + 2);
+    EXPECT_EQ(s.front(), '<');
+    EXPECT_EQ(s.back(), '>');
+    EXPECT_EQ(format("%d-%s", 7, "ok"), "7-ok");
+}

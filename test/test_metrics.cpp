@@ -74,3 +74,21 @@ TEST(Metrics, LossPlotHasSeriesAxesTicksAndLabels) {
     EXPECT_EQ(polylines, 2u);
     EXPECT_FALSE(file_exists(dir + "/loss.svg.tmp"));
 }
+
+TEST(Metrics, LossPlotKeepsEveryPointOfALongRun) {
+    // a long run's polyline is far longer than any fixed formatting buffer; every point must survive
+    std::string dir = temp_dir("metrics_plot_long");
+    std::vector<LossPoint> train;
+    Rng rng(3);
+    for (int s = 1; s <= 1000; s++) train.push_back({(double)s, 8.0 - s * 0.002 + 0.1 * rng.uniform()});
+    write_loss_svg(dir + "/loss.svg", train, {}, "long");
+    std::string svg = read_text(dir + "/loss.svg");
+    size_t begin = svg.find("points=\"");
+    ASSERT_NE(begin, std::string::npos);
+    begin += 8;
+    size_t end = svg.find('"', begin);
+    ASSERT_NE(end, std::string::npos);
+    std::string points = svg.substr(begin, end - begin);
+    EXPECT_EQ(std::count(points.begin(), points.end(), ','), 1000) << "one x,y pair per step";
+    EXPECT_EQ(svg.compare(end, 3, "\"/>"), 0) << "the polyline tag is closed";
+}
