@@ -87,6 +87,7 @@ static int train_main(int argc, char** argv) {
     printf("device: %s\n", device.c_str());
     double t0 = now_seconds();
     TrainResult r = train(opts);
+    if (r.interrupted) return 130;  // as a shell reports a process ended by SIGINT
     printf("done: %zu steps in %.1f s\n", r.losses.size(), now_seconds() - t0);
     return 0;
 }
