@@ -127,7 +127,8 @@ TEST_F(TrainRobust, InitFromHfStartsFromThatModel) {
     EXPECT_EQ(info.config.ffn_dim, 48);
 
     // the program: it says so; --resume takes precedence (the HF directory is no longer needed)
-    RunResult cli = run_command(train_cmd("--init-from " + hf + " --steps 1"));
+    const std::string plain = " --encoding none --batch 2 --seq 16 --threads 1 --sample-tokens 0 --val-batches 0";
+    RunResult cli = run_command("./train --data " + data + " --out " + out + plain + " --init-from " + hf + " --steps 1");
     ASSERT_EQ(cli.exit_code, 0) << cli.output;
     EXPECT_NE(cli.output.find("initialised from " + hf), std::string::npos) << cli.output;
     std::filesystem::remove_all(hf);
@@ -138,10 +139,22 @@ TEST_F(TrainRobust, InitFromHfStartsFromThatModel) {
     // a model whose vocabulary is smaller than the data's: refused, naming the flag
     const std::string small = temp_dir("robust_hf_small");
     save_hf_llama(small, Model(hf_config(40), 5), Dtype::F32);
-    cli = run_command(train_cmd("--init-from " + small + " --steps 1"));
+    cli = run_command("./train --data " + data + " --out " + out + plain + " --init-from " + small + " --steps 1");
     EXPECT_EQ(cli.exit_code, 1) << cli.output;
     EXPECT_NE(cli.output.find("error: --init-from " + small + ": the model's vocabulary has 40 tokens"),
               std::string::npos) << cli.output;
+
+    // shape flags with --init-from, or changed on --resume of a preset run: refused, naming the flags
+    cli = run_command(train_cmd("--init-from " + small + " --steps 1"));  // kSmall sets --dim and friends
+    EXPECT_EQ(cli.exit_code, 1) << cli.output;
+    EXPECT_NE(cli.output.find("error: --init-from " + small + ": the model's shape comes from its config.json; drop --dim"),
+              std::string::npos) << cli.output;
+    ASSERT_EQ(run_command(train_cmd("--steps 1")).exit_code, 0);
+    cli = run_command("./train --resume " + out + " --steps 3 --dim 16");
+    EXPECT_EQ(cli.exit_code, 1) << cli.output;
+    EXPECT_NE(cli.output.find("error: --resume " + out + "/latest.ckpt: the checkpoint's model is tiny-custom: dim 32"),
+              std::string::npos) << cli.output;
+    EXPECT_NE(cli.output.find("but the flags describe tiny-custom: dim 16"), std::string::npos) << cli.output;
 }
 
 TEST_F(TrainRobust, InterruptCheckpointsExits130AndResumes) {

@@ -260,6 +260,20 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     ModelConfig cfg = !ckpt_path.empty() ? ckpt.config
                       : init_from_hf      ? read_hf_config(o.init_from)
                                           : model_config_for(o, vocab);
+    if (init_from_hf) {
+        LLMQ_CHECK(!(o.dim || o.ffn_dim || o.n_layers || o.n_heads || o.n_kv_heads),
+                   "--init-from %s: the model's shape comes from its config.json; drop --dim, --ffn-dim, --n-layers, "
+                   "--n-heads and --n-kv-heads", o.init_from.c_str());
+        if (o.max_seq_len > 0) cfg.max_seq_len = o.max_seq_len;  // RoPE tables: no need for all of HF's positions
+    }
+    if (!ckpt_path.empty() && ckpt.flag("init-from").empty() && !ckpt.flags.empty()) {
+        // a run from a preset: the shape flags (the checkpoint's unless given again) must still describe it
+        ModelConfig want = model_config_for(o, cfg.vocab_size);
+        LLMQ_CHECK(want.describe() == cfg.describe() && want.max_seq_len == cfg.max_seq_len,
+                   "--resume %s: the checkpoint's model is %s, max_seq_len %d, but the flags describe %s, "
+                   "max_seq_len %d (--model, --dim, ...)", ckpt_path.c_str(), cfg.describe().c_str(), cfg.max_seq_len,
+                   want.describe().c_str(), want.max_seq_len);
+    }
     if (!ckpt_path.empty() || init_from_hf)  // a vocabulary padded past the tokenizer's is fine; a smaller one not
         LLMQ_CHECK(vocab <= cfg.vocab_size, "%s: the model's vocabulary has %d tokens but the data (%s, %s) has %d",
                    init_from_hf ? ("--init-from " + o.init_from).c_str() : ("--resume " + ckpt_path).c_str(),
