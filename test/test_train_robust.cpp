@@ -187,6 +187,19 @@ TEST_F(TrainRobust, InterruptCheckpointsExits130AndResumes) {
         EXPECT_NE(r.output.find(format("step %5lld/%lld | loss", n + 1, n + 2)), std::string::npos) << r.output;
         EXPECT_EQ(r.output.find(format("step %5lld/%lld | loss", n, n + 2)), std::string::npos) << r.output;
     }
+
+    // a second Ctrl-C quits at once, still with 130 (whether or not the first got to its checkpoint), and
+    // whatever checkpoint is there is whole
+    std::filesystem::remove(out + "/metrics.jsonl");
+    pid_t pid = spawn(train_cmd("--steps 100000"), out + "/log.txt");
+    ASSERT_TRUE(wait_until([&] { return count_step_lines(out + "/metrics.jsonl") >= 3; }));
+    kill(pid, SIGINT);
+    kill(pid, SIGINT);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << read_text(out + "/log.txt");
+    EXPECT_EQ(WEXITSTATUS(status), 130);
+    expect_loads(out + "/latest.ckpt");
 }
 
 TEST_F(TrainRobust, KillAtAnyMomentLeavesALoadableCheckpoint) {
