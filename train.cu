@@ -45,7 +45,9 @@ static const char* kTrainUsage =
     "Each step prints step/total, loss, learning rate, gradient norm, tokens/s and memory (parameters,\n"
     "gradients, AdamW state and activations); the same go to OUT/metrics.jsonl, and OUT/loss.svg plots\n"
     "train and val loss. --resume continues bit-identically from OUT/latest.ckpt (or any checkpoint),\n"
-    "with the flags stored in it unless given again.\n"
+    "with the flags stored in it unless given again. --init-from DIR starts from a Hugging Face LLaMA\n"
+    "directory (config.json + safetensors) instead of a preset. Ctrl-C (SIGINT, SIGTERM) finishes the step,\n"
+    "writes OUT/latest.ckpt and exits with code 130; a second Ctrl-C exits at once.\n"
     "\n"
     "flags:\n";
 
