@@ -45,7 +45,9 @@ static const char* kTrainUsage =
     "Each step prints step/total, loss, learning rate, gradient norm, tokens/s and memory (parameters,\n"
     "gradients, AdamW state and activations); the same go to OUT/metrics.jsonl, and OUT/loss.svg plots\n"
     "train and val loss. --resume continues bit-identically from OUT/latest.ckpt (or any checkpoint),\n"
-    "with the flags stored in it unless given again.\n"
+    "with the flags stored in it unless given again. --init-from DIR starts from a Hugging Face LLaMA\n"
+    "directory (config.json + safetensors) instead of a preset. Ctrl-C (SIGINT, SIGTERM) finishes the step,\n"
+    "writes OUT/latest.ckpt and exits with code 130; a second Ctrl-C exits at once.\n"
     "\n"
     "flags:\n";
 
@@ -87,6 +89,7 @@ static int train_main(int argc, char** argv) {
     printf("device: %s\n", device.c_str());
     double t0 = now_seconds();
     TrainResult r = train(opts);
+    if (r.interrupted) return 130;  // as a shell reports a process ended by SIGINT
     printf("done: %zu steps in %.1f s\n", r.losses.size(), now_seconds() - t0);
     return 0;
 }

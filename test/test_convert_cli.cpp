@@ -15,6 +15,7 @@
 
 #include "../kernels/common.h"
 #include "../layers/model.h"
+#include "../tools/checkpoint.h"
 #include "../tools/hf_llama.h"
 #include "../tools/hf_peft.h"
 #include "../tools/json.h"
@@ -141,4 +142,37 @@ TEST(ConvertCli, ErrorsAreOneLineAndExitOne) {
     }
     EXPECT_NE(run_convert("inspect " + empty).err.find(empty + "/config.json"), std::string::npos);
     EXPECT_NE(run_convert("roundtrip a b --dtype f8").err.find("--dtype: dtype 'f8'"), std::string::npos);
+}
+
+TEST(ConvertCli, HfToLlmqAndBackIsExactInF32) {
+    ModelConfig c = small_config();
+    c.tied_embeddings = true;  // the tied case too: lm_head is left out both ways
+    c.init_std = 0.02f;        // config.json's initializer_range, which read_hf_config reads back as this
+    Model m(c, 9);
+    const std::string hf = temp_dir(), ckpt = temp_dir() + "/m.ckpt", back = temp_dir() + "/back";
+    save_hf_llama(hf, m, Dtype::F32);
+
+    RunResult r = run_convert("hf-to-llmq " + hf + " " + ckpt);
+    ASSERT_EQ(r.status, 0) << r.err;
+    const CheckpointInfo info = read_checkpoint_info(ckpt);
+    EXPECT_EQ(info.config.describe(), read_hf_config(hf).describe());
+    EXPECT_EQ(info.state.step, 0);
+    Model loaded(info.config, 1);
+    load_checkpoint(ckpt, loaded, nullptr);
+    ASSERT_EQ(loaded.num_params(), m.num_params());
+    for (size_t i = 0; i < m.num_params(); i++) ASSERT_EQ(loaded.params()[i], m.params()[i]) << i;
+
+    r = run_convert("llmq-to-hf " + ckpt + " " + back);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_file_bytes(back + "/model.safetensors"), read_file_bytes(hf + "/model.safetensors"));
+    EXPECT_EQ(read_file_bytes(back + "/config.json"), read_file_bytes(hf + "/config.json"));
+    ASSERT_EQ(run_convert("llmq-to-hf " + ckpt + " " + back + "16 --dtype bf16").status, 0);
+    EXPECT_EQ(SafeTensorsFile::open(back + "16/model.safetensors").at("model.embed_tokens.weight").dtype, Dtype::BF16);
+
+    r = run_convert("llmq-to-hf " + hf + "/absent.ckpt " + back);
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find(hf + "/absent.ckpt"), std::string::npos) << r.err;
+    r = run_convert("hf-to-llmq " + ckpt + " x.ckpt");
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find(ckpt + "/config.json"), std::string::npos) << r.err;
 }

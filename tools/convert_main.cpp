@@ -11,7 +11,11 @@
 //                                         attaches random LoRA adapters (A and B nonzero) to BASE, writes them in
 //                                         peft's layout to OUT and, with --merged, BASE with them folded in;
 //                                         a target may carry its own rank and alpha: model.layers.0.mlp.up_proj:2:3
-// Conversions to and from llmq's training checkpoint (hf-to-llmq, llmq-to-hf) come with tools/checkpoint.h.
+//   ./convert hf-to-llmq IN_DIR OUT.ckpt  an HF directory as an llmq checkpoint (weights only, step 0): for
+//                                         ./train sample; to train from HF weights use ./train --init-from
+//   ./convert llmq-to-hf CKPT OUT_DIR [--dtype bf16|f16|f32]
+//                                         an llmq checkpoint (a file, DIR or DIR/latest) as an HF directory
+//                                         (default f32: exact)
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "../kernels/common.h"
+#include "checkpoint.h"
 #include "hf_llama.h"
 #include "hf_peft.h"
 
@@ -32,7 +37,9 @@ const char* kUsage =
     "       ./convert roundtrip IN_DIR OUT_DIR [--dtype bf16|f16|f32] [--meta-qk]\n"
     "       ./convert logits DIR --tokens 1,2,3 [--adapter ADAPTER_DIR] [--meta-qk]\n"
     "       ./convert lora-random BASE_DIR OUT_DIR --targets q_proj,v_proj[:r[:alpha]] [--r 4] [--alpha 8] [--seed 1]\n"
-    "                             [--std 0.02] [--merged MERGED_DIR] [--dtype f32]\n";
+    "                             [--std 0.02] [--merged MERGED_DIR] [--dtype f32]\n"
+    "       ./convert hf-to-llmq IN_DIR OUT.ckpt\n"
+    "       ./convert llmq-to-hf CKPT OUT_DIR [--dtype bf16|f16|f32]\n";
 
 // Positional arguments and --flag value pairs (--meta-qk takes none).
 struct Args {
@@ -162,6 +169,26 @@ void lora_random(const Args& a) {
     }
 }
 
+void hf_to_llmq(const Args& a) {
+    need_positional(a, 2, "hf-to-llmq");
+    HfModel m = load_hf_llama(a.positional[0]);
+    save_checkpoint(a.positional[1], *m.model, nullptr, TrainState{}, {});
+    printf("wrote %s (%s, from %s weights)\n", a.positional[1].c_str(), m.model->config().describe().c_str(),
+           dtype_name(m.dtype));
+}
+
+void llmq_to_hf(const Args& a) {
+    need_positional(a, 2, "llmq-to-hf");
+    const Dtype dtype = parse_weight_dtype(a.get("--dtype", "f32"), "--dtype");
+    const std::string path = resolve_checkpoint_path(a.positional[0]);
+    const CheckpointInfo info = read_checkpoint_info(path);
+    Model model(info.config, 0);
+    load_checkpoint(path, model, nullptr);
+    save_hf_llama(a.positional[1], model, dtype);
+    printf("wrote %s (%s, %s, step %lld of %s)\n", a.positional[1].c_str(), info.config.describe().c_str(),
+           dtype_name(dtype), (long long)info.state.step, path.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +203,10 @@ int main(int argc, char** argv) {
             logits(parse_args(argc, argv, {"--tokens", "--adapter", "--meta-qk"}));
         } else if (cmd == "lora-random") {
             lora_random(parse_args(argc, argv, {"--targets", "--r", "--alpha", "--seed", "--std", "--merged", "--dtype"}));
+        } else if (cmd == "hf-to-llmq") {
+            hf_to_llmq(parse_args(argc, argv, {}));
+        } else if (cmd == "llmq-to-hf") {
+            llmq_to_hf(parse_args(argc, argv, {"--dtype"}));
         } else if (cmd == "-h" || cmd == "--help" || cmd == "help") {
             printf("%s", kUsage);
         } else {

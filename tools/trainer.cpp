@@ -3,6 +3,7 @@
 #include "trainer.h"
 
 #include <omp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +14,9 @@
 #include "../kernels/common.h"
 #include "../layers/model.h"
 #include "../layers/optimizer.h"
+#include "../layers/model_core.h"
 #include "dataloader.h"
+#include "hf_llama.h"
 #include "metrics.h"
 #include "progress.h"
 #include "sampler.h"
@@ -52,6 +55,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("ckpt-every", &o.ckpt_every, "write DIR/latest.ckpt every N steps (0: only at the end)");
     f.add("ckpt-keep-every", &o.ckpt_keep_every, "also keep DIR/ckpt_step_NNNNNN.ckpt every N steps (0: never)");
     f.add("resume", &o.resume, "continue from a checkpoint: a file, DIR or DIR/latest");
+    f.add("init-from", &o.init_from, "start from a Hugging Face LLaMA directory (config.json + safetensors) "
+          "instead of the preset and a random init");
     f.add("sample-every", &o.sample_every, "print a sample every N steps (0: only at the end)");
     f.add("sample-tokens", &o.sample_tokens, "tokens per sample (0: no samples)");
     f.add("seed", &o.seed, "seed of the init, the data order and the samples");
@@ -141,6 +146,42 @@ bool all_finite(const float* x, size_t n) {
     return !bad;
 }
 
+// "nan", "inf" or "-inf": the first non-finite value of x (n), or "" when all are finite.
+std::string first_non_finite(const float* x, size_t n) {
+    if (all_finite(x, n)) return "";
+    for (size_t i = 0; i < n; i++)
+        if (!std::isfinite(x[i])) return std::isnan(x[i]) ? "nan" : x[i] > 0 ? "inf" : "-inf";
+    return "";
+}
+
+// SIGINT / SIGTERM: the first sets the flag the loop polls between steps, the second exits at once.
+volatile sig_atomic_t g_interrupt_signal = 0;
+
+void on_interrupt(int sig) {
+    if (g_interrupt_signal) _exit(130);
+    g_interrupt_signal = sig;
+    const char msg[] = "\ninterrupt: finishing the step and writing a checkpoint (again to quit at once)\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+}
+
+// Installs on_interrupt for the lifetime of a train() call and restores the previous handlers after.
+struct InterruptGuard {
+    struct sigaction old_int {}, old_term {};
+    InterruptGuard() {
+        g_interrupt_signal = 0;
+        struct sigaction sa {};
+        sa.sa_handler = on_interrupt;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+    }
+    ~InterruptGuard() {
+        sigaction(SIGINT, &old_int, nullptr);
+        sigaction(SIGTERM, &old_term, nullptr);
+    }
+};
+
 std::unique_ptr<Tokenizer> load_tokenizer(const TrainOptions& o) {
     if (!o.vocab.empty()) return std::make_unique<Tokenizer>(Tokenizer::from_file(o.vocab));
     if (o.encoding.empty() || o.encoding == "none") return nullptr;
@@ -155,6 +196,37 @@ std::string human_bytes(double b) {
 }
 
 }  // namespace
+
+std::string describe_non_finite(Model& model, double loss) {
+    std::vector<std::string> parts;
+    if (!std::isfinite(loss)) {
+        std::string s = format("loss is %g", loss);
+        const Activations<float>& acts = model.core().activations();
+        for (const ActivationTensor& t : acts.tensors)
+            if (t.offset + t.size <= acts.buffer.size() && !all_finite(acts.buffer.data() + t.offset, t.size)) {
+                s += " (first non-finite activation: " + t.name + ")";
+                break;
+            }
+        parts.push_back(s);
+    }
+    for (const ParamTensor& t : model.tensors()) {
+        std::string kind = first_non_finite(model.params() + t.offset, t.size);
+        if (!kind.empty()) {
+            parts.push_back("parameter " + t.name + " is " + kind);
+            break;
+        }
+    }
+    for (const ParamTensor& t : model.tensors()) {
+        std::string kind = first_non_finite(model.grads() + t.offset, t.size);
+        if (!kind.empty()) {
+            parts.push_back("gradient of " + t.name + " is " + kind);
+            break;
+        }
+    }
+    std::string out;
+    for (const std::string& p : parts) out += (out.empty() ? "" : "; ") + p;
+    return out;
+}
 
 TrainResult train(const TrainOptions& o, FILE* log) {
     check_options(o);
@@ -183,7 +255,29 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     }
     LLMQ_CHECK(vocab > 0, "%s: the shard headers do not give the vocabulary size; name the tokenizer (--encoding)",
                o.data.c_str());
-    ModelConfig cfg = model_config_for(o, vocab);
+    // the model's shape: the checkpoint's when resuming, else --init-from's config.json, else the preset's
+    const bool init_from_hf = !o.init_from.empty() && ckpt_path.empty();
+    ModelConfig cfg = !ckpt_path.empty() ? ckpt.config
+                      : init_from_hf      ? read_hf_config(o.init_from)
+                                          : model_config_for(o, vocab);
+    if (init_from_hf) {
+        LLMQ_CHECK(!(o.dim || o.ffn_dim || o.n_layers || o.n_heads || o.n_kv_heads),
+                   "--init-from %s: the model's shape comes from its config.json; drop --dim, --ffn-dim, --n-layers, "
+                   "--n-heads and --n-kv-heads", o.init_from.c_str());
+        if (o.max_seq_len > 0) cfg.max_seq_len = o.max_seq_len;  // RoPE tables: no need for all of HF's positions
+    }
+    if (!ckpt_path.empty() && ckpt.flag("init-from").empty() && !ckpt.flags.empty()) {
+        // a run from a preset: the shape flags (the checkpoint's unless given again) must still describe it
+        ModelConfig want = model_config_for(o, cfg.vocab_size);
+        LLMQ_CHECK(want.describe() == cfg.describe() && want.max_seq_len == cfg.max_seq_len,
+                   "--resume %s: the checkpoint's model is %s, max_seq_len %d, but the flags describe %s, "
+                   "max_seq_len %d (--model, --dim, ...)", ckpt_path.c_str(), cfg.describe().c_str(), cfg.max_seq_len,
+                   want.describe().c_str(), want.max_seq_len);
+    }
+    if (!ckpt_path.empty() || init_from_hf)  // a vocabulary padded past the tokenizer's is fine; a smaller one not
+        LLMQ_CHECK(vocab <= cfg.vocab_size, "%s: the model's vocabulary has %d tokens but the data (%s, %s) has %d",
+                   init_from_hf ? ("--init-from " + o.init_from).c_str() : ("--resume " + ckpt_path).c_str(),
+                   cfg.vocab_size, o.data.c_str(), tok ? tok->name().c_str() : "shard header", vocab);
     LLMQ_CHECK(T <= cfg.max_seq_len, "--seq %d is longer than the model's max_seq_len %d (--max-seq-len)", T,
                cfg.max_seq_len);
     check_memory(cfg, o);
@@ -192,6 +286,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
 
     // ---- model, optimizer, state
     Model model(cfg, o.seed);
+    if (init_from_hf) load_hf_weights(o.init_from, model);
     OptimizerConfig ocfg;
     ocfg.lr = o.lr;
     ocfg.min_lr_ratio = o.min_lr_ratio;
@@ -227,6 +322,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     fprintf(log, "batch %d x seq %d x grad-accum %d = %d tokens/step, %d steps, lr %g, %d threads\n", B, T,
             o.grad_accum, B * T * o.grad_accum, o.steps, o.lr, omp_get_max_threads());
     if (!ckpt_path.empty()) fprintf(log, "resumed from %s at step %lld\n", ckpt_path.c_str(), (long long)step);
+    if (init_from_hf) fprintf(log, "initialised from %s\n", o.init_from.c_str());
 
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     int val_batch_count = 0;
@@ -280,6 +376,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     bar.update((double)step);
     const size_t state_bytes = 16 * model.num_params();
     const float micro_scale = 1.0f / o.grad_accum;
+    InterruptGuard interrupt_guard;
     for (; step < o.steps; step++) {
         double t0 = now_seconds();
         model.zero_grad();
@@ -293,10 +390,10 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         bool finite = std::isfinite(loss) && all_finite(model.grads(), model.num_params());
         float lr = lr_at_step(ocfg, (int)step), norm = NAN;
         if (!finite) {
-            LLMQ_CHECK(o.on_nan == "skip", "step %lld: loss is %g (non-finite loss or gradient); stopping "
-                       "(--on-nan skip skips such steps)", (long long)step + 1, loss);
-            fprintf(log, "step %lld: loss is %g (non-finite loss or gradient); skipping the update (--on-nan skip)\n",
-                    (long long)step + 1, loss);
+            std::string what = describe_non_finite(model, loss);
+            LLMQ_CHECK(o.on_nan == "skip", "step %lld: %s; stopping (--on-nan skip skips such steps)",
+                       (long long)step + 1, what.c_str());
+            fprintf(log, "step %lld: %s; skipping the update (--on-nan skip)\n", (long long)step + 1, what.c_str());
             result.skipped_steps++;
         } else {
             norm = adam.step(model, (int)step);
@@ -324,6 +421,15 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             fprintf(log, "step %5lld/%d | val loss %.4f\n", (long long)step + 1, o.steps, vl);
         }
         if (o.sample_every > 0 && (step + 1) % o.sample_every == 0 && !last) sample(step + 1);
+        if (!last && g_interrupt_signal) {
+            save(step + 1, true);
+            metrics.write_plot("llmq " + cfg.name + ": loss");
+            bar.finish();
+            fprintf(log, "interrupted at step %lld: checkpoint written to %s/latest.ckpt\n", (long long)step + 1,
+                    o.out.c_str());
+            result.interrupted = true;
+            return result;
+        }
         if (!last) save(step + 1, o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0);
     }
     bar.finish();

@@ -2,9 +2,16 @@
 //
 //   data  -> DataLoader (shuffled train windows, fixed val batches)
 //   model -> Model (layers/model.h) + AdamW (layers/optimizer.h), cosine schedule with warmup
-//   each step: grad_accum x (forward, backward(1/grad_accum)), NaN/inf check, AdamW step, log line
+//   model -> optionally initialised from a Hugging Face LLaMA directory (--init-from: its config.json
+//            replaces the preset), unless --resume continues a checkpoint (whose config it keeps)
+//   each step: grad_accum x (forward, backward(1/grad_accum)), NaN/inf check (naming the first parameter
+//   tensor whose gradient is not finite), AdamW step, log line
 //   every --eval-every: val loss; every --ckpt-every: DIR/latest.ckpt; every --sample-every: a sample
 //   end: final val loss against the val tokens' unigram entropy, DIR/loss.svg, checkpoint, sample
+//
+// Interrupts: SIGINT / SIGTERM during train() set a flag; the current step finishes, DIR/latest.ckpt is
+// written (atomically) and train() returns with interrupted set (./train exits 130). A second signal exits
+// at once (_exit(130)); the last complete checkpoint is never touched by that.
 //
 // Determinism: the data order comes from (seed, epoch), the model init from seed, samples from their own
 // Rng seeded from (seed, step); a checkpoint carries the rest, so a resumed run continues bit-identically.
@@ -46,6 +53,7 @@ struct TrainOptions {
     int log_every = 1, eval_every = 100, val_batches = 16;
     int ckpt_every = 100, ckpt_keep_every = 0;
     std::string resume;
+    std::string init_from;  // a Hugging Face LLaMA directory: its config and weights (ignored with --resume)
     int sample_every = 0, sample_tokens = 64;
     uint64_t seed = 1337;
 };
@@ -64,7 +72,14 @@ struct TrainResult {
     double val_loss = NAN;      // the final evaluation
     double unigram_entropy = NAN;
     int skipped_steps = 0;      // --on-nan skip
+    bool interrupted = false;   // stopped by SIGINT / SIGTERM after writing a checkpoint
 };
+
+// What is not finite after a forward and backward, for the NaN/inf report: "loss is nan (first non-finite
+// activation: layers.0.q)", "parameter NAME is inf" (the first non-finite parameter tensor, when one is),
+// "gradient of NAME is nan" (the first parameter tensor, in layout order, whose gradient is not finite),
+// joined by "; ". Empty when everything is finite.
+std::string describe_non_finite(Model& model, double loss);
 
 // Runs the training described by opts (opts.resume: continue from that checkpoint). Log lines go to log;
 // the progress bar to stderr when log is stdout, else to log. Throws Error on bad input and on a
