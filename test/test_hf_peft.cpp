@@ -13,6 +13,7 @@
 #include "../kernels/common.h"
 #include "../layers/model.h"
 #include "../layers/model_core.h"
+#include "../quant/quantized_weight.h"
 #include "../tools/hf_llama.h"
 #include "../tools/hf_peft.h"
 #include "../tools/json.h"
@@ -185,6 +186,49 @@ TEST(HfPeft, MergedExportEqualsTheAdapterModel) {
         // and the merge did something: the plain base model is far from it
         Model plain(small_config(tied), 9);
         EXPECT_GT(max_abs_diff(logits_of(plain), want), 1e-2f);
+    }
+}
+
+// QLoRA / LoQT: an NF4 (or FP4, double-quantized) base with adapters exports as the plain model that computes
+// the same: dequantized W + scale B A. Its logits equal the quantized adapter model's, and differ from the
+// fp32 model's by the quantization error (so the export really took the quantized base).
+TEST(HfPeft, MergedExportOfAQuantizedBaseEqualsTheQuantizedAdapterModel) {
+    for (QuantFormat f : {QuantFormat::NF4, QuantFormat::FP4}) {
+        Model m(small_config(false), 21);
+        const std::vector<float> fp32_logits = logits_of(m);
+        QuantSpec spec;
+        spec.format = f;
+        spec.double_quant = f == QuantFormat::FP4;
+        for (auto& [name, lin] : named_linears(m)) {
+            if (name == "lm_head") continue;  // QLoRA and LoQT keep the head in full precision
+            lin->quant = quantize_weight(lin->weight, lin->out, lin->in, spec);
+            lin->dweight = nullptr;  // a quantized base is frozen
+        }
+        AdapterStore store;
+        Rng rng(22);
+        attach_random_lora(m, kAll, 4, 8.0f, 0.2f, rng, store);
+        const std::vector<float> want = logits_of(m);
+        const std::string dir = temp_dir();
+        save_hf_llama_merged(dir, m, Dtype::F32);
+        HfModel merged = load_hf_llama(dir);
+        EXPECT_LT(max_abs_diff(logits_of(*merged.model), want), 1e-5f) << format_name(f);
+        // the quantized base, not the fp32 one, went into the export
+        for (auto& [name, lin] : named_linears(m)) {
+            if (!lin->quant) continue;
+            std::vector<float> deq((size_t)lin->out * lin->in);
+            lin->quant->dequantize(deq.data());
+            float diff = 0;
+            for (size_t i = 0; i < deq.size(); i++) diff = std::max(diff, std::fabs(deq[i] - lin->weight[i]));
+            EXPECT_GT(diff, 1e-3f) << name;  // 4-bit codes cannot hold a normal(0, 0.3) weight exactly
+        }
+        Model no_adapter(small_config(false), 21);
+        EXPECT_GT(max_abs_diff(logits_of(no_adapter), want), 1e-2f);
+        EXPECT_EQ(max_abs_diff(logits_of(no_adapter), fp32_logits), 0.0f);
+        // bf16 export: within bf16 rounding of the weights
+        const std::string bdir = temp_dir();
+        save_hf_llama_merged(bdir, m, Dtype::BF16);
+        HfModel bf = load_hf_llama(bdir);
+        EXPECT_LT(max_abs_diff(logits_of(*bf.model), want), 5e-2f) << format_name(f);
     }
 }
 

@@ -265,13 +265,19 @@ void save_hf_llama_merged(const std::string& dir, Model& model, Dtype dtype) {
     const ModelConfig& c = model.config();
     std::vector<float> merged(model.params(), model.params() + model.num_params());
     for (auto& [name, lin] : named_linears(model)) {
-        if (lin->adapters.empty()) continue;
+        if (lin->adapters.empty() && !lin->quant) continue;
         LLMQ_CHECK(!(name == "lm_head" && c.tied_embeddings),
                    "merged export to %s: an adapter on the tied lm_head would change the embedding table too",
                    dir.c_str());
-        LLMQ_CHECK(lin->weight && !lin->quant, "merged export to %s: %s has no fp32 base weight to fold into",
-                   dir.c_str(), name.c_str());
-        float* w = merged.data() + (lin->weight - model.params());  // the same tensor in the copy
+        // the module's tensor in the copy (by name: a quantized base need not point into the buffer)
+        const ParamTensor& t = model.tensor(name + ".weight");
+        float* w = merged.data() + t.offset;
+        if (lin->quant) {  // QLoRA / LoQT: the base the forward uses is the dequantized one
+            LLMQ_CHECK(lin->quant->rows() == lin->out && lin->quant->cols() == lin->in,
+                       "merged export to %s: %s's quantized base is (%d, %d), the layer (%d, %d)", dir.c_str(),
+                       name.c_str(), lin->quant->rows(), lin->quant->cols(), lin->out, lin->in);
+            lin->quant->dequantize(w);
+        }
         for (const LoraAdapter<float>& a : lin->adapters)           // W (out,in) += scale B (out,r) A (r,in)
             gemm_cpu(false, false, lin->out, lin->in, a.rank, a.scale, a.B, a.rank, a.A, lin->in, 1.0f, w, lin->in);
     }

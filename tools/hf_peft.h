@@ -58,7 +58,8 @@ void save_peft_adapter(const std::string& dir, Model& model, const PeftExportOpt
 void load_peft_adapter(const std::string& dir, Model& model, AdapterStore& store);
 
 // Writes dir as a plain HF model (hf_llama.h) whose weights are model's with every adapter folded in:
-// W + scale B A. The model itself is not changed. Error when an adapter sits on a tied lm_head (folding it
+// W + scale B A, where W is the dequantized base for a quantized Linear (QLoRA, LoQT): the plain bf16 model
+// that computes what the quantized model with adapters computes. The model itself is not changed. Error when an adapter sits on a tied lm_head (folding it
 // would change the embedding table too).
 void save_hf_llama_merged(const std::string& dir, Model& model, Dtype dtype);
 

@@ -1,0 +1,32 @@
+// quantized_weight: a Linear's quantized base (layers/linear.h, slot 2) backed by one of quant/'s formats.
+//
+// QLoRA and LoQT keep every attention and MLP weight W (out,in) as NF4/FP4/INT codes (formats.h) and never
+// train it; the Linear only needs W back as fp32 for its products. FormatQuantizedWeight holds the
+// QuantizedTensor and dequantizes it on demand (dequantize_cpu): the Linear then runs its plain fp32 matmul
+// on that copy, bitsandbytes' approach on the CPU. Fused products straight from the codes are the CUDA
+// backend's business (issue: CUDA fused dequantizing matmuls), so fused_forward stays the default "none".
+#pragma once
+
+#include <memory>
+
+#include "../layers/linear.h"
+#include "formats.h"
+
+namespace llmq {
+
+class FormatQuantizedWeight : public QuantizedWeight {
+  public:
+    explicit FormatQuantizedWeight(QuantizedTensor q) : q_(std::move(q)) {}
+    int rows() const override { return (int)q_.rows; }
+    int cols() const override { return (int)q_.cols; }
+    void dequantize(float* w) const override { dequantize_cpu(q_, w); }  // w (rows, cols)
+    const QuantizedTensor& tensor() const { return q_; }
+
+  private:
+    QuantizedTensor q_;
+};
+
+// Quantizes w (out, in) with spec (check_spec's errors name the shape and block) into a Linear base.
+std::shared_ptr<FormatQuantizedWeight> quantize_weight(const float* w, int out, int in, const QuantSpec& spec);
+
+}  // namespace llmq
