@@ -10,6 +10,14 @@
 
 namespace llmq {
 
+namespace {
+size_t num_params_of(const std::vector<ParamTensor>& tensors) {
+    size_t n = 0;
+    for (const ParamTensor& t : tensors) n += t.size;
+    return n;
+}
+}  // namespace
+
 float lr_at_step(const OptimizerConfig& c, int step) {
     if (c.warmup_steps > 0 && step < c.warmup_steps) return c.lr * (float)(step + 1) / (float)c.warmup_steps;
     const int decay_steps = c.total_steps - c.warmup_steps;
@@ -22,6 +30,7 @@ float lr_at_step(const OptimizerConfig& c, int step) {
 
 AdamW::AdamW(const OptimizerConfig& config, size_t num_params)
     : config_(config), m_(num_params, 0.0f), v_(num_params, 0.0f) {
+    LLMQ_CHECK(!config.eight_bit, "optimizer: 8-bit AdamW needs the tensor layout (AdamW(config, tensors))");
     LLMQ_CHECK(config.total_steps > 0, "optimizer: total_steps %d must be positive", config.total_steps);
     LLMQ_CHECK(config.warmup_steps >= 0, "optimizer: warmup_steps %d must not be negative", config.warmup_steps);
     LLMQ_CHECK(config.lr > 0, "optimizer: lr %g must be positive", config.lr);
@@ -29,13 +38,58 @@ AdamW::AdamW(const OptimizerConfig& config, size_t num_params)
                config.min_lr_ratio);
 }
 
+AdamW::AdamW(const OptimizerConfig& config, const std::vector<ParamTensor>& tensors)
+    : AdamW(OptimizerConfig{config.lr, config.min_lr_ratio, config.warmup_steps, config.total_steps, config.beta1,
+                            config.beta2, config.eps, config.weight_decay, config.grad_clip, false},
+            config.eight_bit ? 0 : num_params_of(tensors)) {
+    config_.eight_bit = config.eight_bit;
+    if (!config.eight_bit) return;
+    tensors_ = tensors;
+    for (const ParamTensor& t : tensors) states_.push_back(adam8bit_init((int64_t)t.size));
+}
+
+size_t AdamW::state_bytes() const {
+    size_t bytes = (m_.size() + v_.size()) * sizeof(float);
+    for (const Adam8bitState& s : states_) bytes += s.state_bytes();
+    return bytes;
+}
+
+std::vector<uint8_t> AdamW::serialize_8bit() const {
+    LLMQ_CHECK(config_.eight_bit, "optimizer: serialize_8bit on fp32 AdamW");
+    std::vector<uint8_t> out;
+    for (const Adam8bitState& s : states_) adam8bit_serialize(s, out);
+    return out;
+}
+
+void AdamW::deserialize_8bit(const uint8_t* data, size_t size, const char* what) {
+    LLMQ_CHECK(config_.eight_bit, "%s: 8-bit AdamW state, but the optimizer is fp32 AdamW", what);
+    size_t offset = 0;
+    for (size_t i = 0; i < tensors_.size(); i++) {
+        Adam8bitState s = adam8bit_deserialize(data, size, &offset, what);
+        LLMQ_CHECK(s.n == (int64_t)tensors_[i].size && s.eight_bit == states_[i].eight_bit,
+                   "%s: 8-bit AdamW state of %s holds %lld %s values, the tensor has %zu", what,
+                   tensors_[i].name.c_str(), (long long)s.n, s.eight_bit ? "8-bit" : "fp32", tensors_[i].size);
+        states_[i] = std::move(s);
+    }
+    LLMQ_CHECK(offset == size, "%s: 8-bit AdamW state has %zu bytes past the last tensor", what, size - offset);
+}
+
 float AdamW::step(Model& model, int step) {
-    LLMQ_CHECK(model.num_params() == m_.size(), "optimizer: built for %zu parameters, the model has %zu", m_.size(),
-               model.num_params());
+    LLMQ_CHECK(config_.eight_bit ? model.tensors().size() == tensors_.size() : model.num_params() == m_.size(),
+               "optimizer: built for another parameter layout than the model's (%zu parameters)", model.num_params());
     const float norm = (float)std::sqrt(sum_squares_cpu(model.grads(), model.num_params()));
     LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
     const float clip_scale = (config_.grad_clip > 0 && norm > config_.grad_clip) ? config_.grad_clip / norm : 1.0f;
     const float lr = lr_at_step(config_, step);
+    if (config_.eight_bit) {
+        for (size_t i = 0; i < tensors_.size(); i++) {
+            const ParamTensor& t = model.tensors()[i];
+            Adam8bitHyper h{lr, config_.beta1, config_.beta2, config_.eps, t.decay ? config_.weight_decay : 0.0f};
+            adam8bit_step_cpu(model.params() + t.offset, model.grads() + t.offset, states_[i], h, t_ + 1, clip_scale);
+        }
+        t_++;
+        return norm;
+    }
     for (const ParamTensor& t : model.tensors()) {
         adamw_update_cpu(model.params() + t.offset, model.grads() + t.offset, m_.data() + t.offset,
                          v_.data() + t.offset, t.size, lr, config_.beta1, config_.beta2, config_.eps,

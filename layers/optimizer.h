@@ -1,10 +1,18 @@
 // optimizer: AdamW over a model's parameter buffer, global-norm clipping and the learning-rate schedule.
+//
+// Two state formats, chosen by OptimizerConfig::eight_bit (./train --optimizer adamw|adamw8bit):
+//   fp32   m, v (num_params) each, laid out like the parameter buffer: 8 bytes per parameter;
+//   8-bit  one Adam8bitState per parameter tensor (quant/adam8bit.h): block-wise dynamic-map codes for
+//          tensors of at least 4096 elements, fp32 for the small ones (norms): about 2.03 bytes per parameter.
+// Both run the same schedule, clipping and decay rule (2-D tensors only); the 8-bit update is bitsandbytes'
+// fused step (dequantize, update, requantize per block of 256).
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
 #include <vector>
 
+#include "../quant/adam8bit.h"
 #include "model.h"
 
 namespace llmq {
@@ -17,6 +25,7 @@ struct OptimizerConfig {
     float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
     float weight_decay = 0.1f;  // 2-D weights only (ParamTensor::decay)
     float grad_clip = 1.0f;     // global-norm clipping; <= 0 disables
+    bool eight_bit = false;     // 8-bit block-wise states (needs the tensor layout: the tensors constructor)
 };
 
 // The learning rate at 0-based step: linear warmup, then cosine from lr to lr*min_lr_ratio at total_steps.
@@ -24,11 +33,21 @@ float lr_at_step(const OptimizerConfig& c, int step);
 
 class AdamW {
   public:
+    // fp32 states for a buffer of num_params (config.eight_bit must be false).
     AdamW(const OptimizerConfig& config, size_t num_params);
+    // fp32 or 8-bit states, as config.eight_bit says, for a model's tensor layout.
+    AdamW(const OptimizerConfig& config, const std::vector<ParamTensor>& tensors);
     // One update of model.params() from model.grads(): clip to grad_clip by global norm, then AdamW
     // at lr_at_step(step). Returns the gradient norm before clipping. step is 0-based. A non-finite gradient
     // norm throws Error naming the step (nothing is updated).
     float step(Model& model, int step);
+    bool eight_bit() const { return config_.eight_bit; }
+    size_t state_bytes() const;  // bytes of the moments as held in memory (8 per parameter in fp32)
+    // The 8-bit states in checkpoint form (adam8bit_serialize per tensor, in layout order), and back. load
+    // checks every state against the tensor it belongs to; errors name `what` (the checkpoint file).
+    std::vector<uint8_t> serialize_8bit() const;
+    void deserialize_8bit(const uint8_t* data, size_t size, const char* what);
+    // fp32 states (empty in 8-bit mode)
     const std::vector<float>& m() const { return m_; }
     const std::vector<float>& v() const { return v_; }
     std::vector<float>& m() { return m_; }
@@ -39,7 +58,9 @@ class AdamW {
 
   private:
     OptimizerConfig config_;
-    std::vector<float> m_, v_;
+    std::vector<float> m_, v_;            // fp32 mode
+    std::vector<ParamTensor> tensors_;    // 8-bit mode: the layout, and one state per tensor
+    std::vector<Adam8bitState> states_;
     int t_ = 0;  // number of updates applied (bias correction uses t_ + 1)
 };
 

@@ -61,11 +61,20 @@ void expect_resume_exact(TrainOptions o) {
     auto final_state = [](const std::string& path) {
         CheckpointInfo info = read_checkpoint_info(path);
         Model m(info.config, 0);
-        AdamW adam(OptimizerConfig{}, m.num_params());
+        OptimizerConfig oc;
+        oc.eight_bit = info.optimizer_8bit;
+        AdamW adam(oc, m.tensors());
         load_checkpoint(path, m, &adam);
         std::vector<float> all(m.params(), m.params() + m.num_params());
         all.insert(all.end(), adam.m().begin(), adam.m().end());
         all.insert(all.end(), adam.v().begin(), adam.v().end());
+        if (adam.eight_bit()) {  // the serialized 8-bit states, as floats' worth of bytes
+            std::vector<uint8_t> blob = adam.serialize_8bit();
+            blob.resize((blob.size() + 3) / 4 * 4, 0);
+            const size_t at = all.size();
+            all.resize(at + blob.size() / 4);
+            memcpy(all.data() + at, blob.data(), blob.size());
+        }
         return all;
     };
     std::vector<float> a = final_state(o.out + "/ckpt_step_000008.ckpt");
@@ -86,4 +95,15 @@ TEST(Resume, BitIdenticalWithGradAccumAndAcrossEpochs) {
     o.grad_accum = 3;
     o.batch = 4;  // 8 steps x 12 windows > the 55 train windows: epochs turn over before and after the resume
     expect_resume_exact(o);
+}
+
+TEST(Resume, BitIdenticalWith8bitAdamW) {
+    std::string data = make_corpus();
+    TrainOptions o = small_run(data, temp_dir("resume_out") + "/c");
+    o.optimizer = "adamw8bit";
+    o.dim = 64, o.ffn_dim = 128;  // tensors of >= 4096 elements, so the states really are 8-bit
+    expect_resume_exact(o);
+    CheckpointInfo info = read_checkpoint_info(o.out + "/ckpt_step_000008.ckpt");
+    EXPECT_TRUE(info.optimizer_8bit);
+    EXPECT_GT(info.optimizer_8bit_bytes, 0u);
 }

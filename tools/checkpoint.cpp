@@ -53,7 +53,8 @@ struct HashingWriter {
     }
 };
 
-std::string header_bytes(const Model& model, const AdamW* opt, const TrainState& st, const FlagValues& flags) {
+std::string header_bytes(const Model& model, const AdamW* opt, const std::vector<uint8_t>& opt_blob, const TrainState& st,
+                         const FlagValues& flags) {
     const ModelConfig& c = model.config();
     Bytes h;
     h.put_str(c.name);
@@ -63,8 +64,9 @@ std::string header_bytes(const Model& model, const AdamW* opt, const TrainState&
     h.put<uint8_t>(c.tied_embeddings ? 1 : 0);
     h.put<float>(c.init_std);
     h.put<uint64_t>(model.num_params());
-    h.put<uint8_t>(opt ? 1 : 0);
+    h.put<uint8_t>(!opt ? 0 : opt->eight_bit() ? 2 : 1);
     h.put<int32_t>(opt ? opt->steps_taken() : 0);
+    if (opt && opt->eight_bit()) h.put<uint64_t>(opt_blob.size());
     h.put<int64_t>(st.step);
     h.put<uint64_t>(st.data_epoch);
     h.put<uint64_t>(st.data_index);
@@ -81,9 +83,11 @@ std::string header_bytes(const Model& model, const AdamW* opt, const TrainState&
 void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt, const TrainState& state,
                      const FlagValues& flags) {
     size_t n = model.num_params();
-    if (opt) LLMQ_CHECK(opt->m().size() == n && opt->v().size() == n, "%s: optimizer state has %zu values, model %zu",
-                        path.c_str(), opt->m().size(), n);
-    std::string header = header_bytes(model, opt, state, flags);
+    if (opt && !opt->eight_bit())
+        LLMQ_CHECK(opt->m().size() == n && opt->v().size() == n, "%s: optimizer state has %zu values, model %zu",
+                   path.c_str(), opt->m().size(), n);
+    const std::vector<uint8_t> opt_blob = opt && opt->eight_bit() ? opt->serialize_8bit() : std::vector<uint8_t>{};
+    std::string header = header_bytes(model, opt, opt_blob, state, flags);
     std::string tmp = path + ".tmp";
     FILE* f = fopen(tmp.c_str(), "wb");
     LLMQ_CHECK(f, "%s: cannot write checkpoint: %s", tmp.c_str(), strerror(errno));
@@ -94,7 +98,9 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
     w.write(&hbytes, 4);
     w.write(header.data(), header.size());
     w.write(model.params(), n * sizeof(float));
-    if (opt) {
+    if (opt && opt->eight_bit()) {
+        w.write(opt_blob.data(), opt_blob.size());
+    } else if (opt) {
         w.write(opt->m().data(), n * sizeof(float));
         w.write(opt->v().data(), n * sizeof(float));
     }
@@ -174,8 +180,12 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
     c.tied_embeddings = r.get<uint8_t>() != 0;
     c.init_std = r.get<float>();
     info.num_params = r.get<uint64_t>();
-    info.has_optimizer = r.get<uint8_t>() != 0;
+    const uint8_t kind = r.get<uint8_t>();
+    LLMQ_CHECK(kind <= 2, "%s: corrupt checkpoint header (optimizer kind %u)", path.c_str(), kind);
+    info.has_optimizer = kind != 0;
+    info.optimizer_8bit = kind == 2;
     info.adam_steps_taken = r.get<int32_t>();
+    if (info.optimizer_8bit) info.optimizer_8bit_bytes = r.get<uint64_t>();
     info.state.step = r.get<int64_t>();
     info.state.data_epoch = r.get<uint64_t>();
     info.state.data_index = r.get<uint64_t>();
@@ -193,8 +203,8 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
         throw Error(format("%s: corrupt checkpoint: %s", path.c_str(), e.what()));
     }
 
-    uint64_t arrays = info.has_optimizer ? 3 : 1;
-    uint64_t expected = 16 + (uint64_t)hbytes + arrays * info.num_params * 4 + 16;
+    uint64_t arrays = info.has_optimizer && !info.optimizer_8bit ? 3 : 1;
+    uint64_t expected = 16 + (uint64_t)hbytes + arrays * info.num_params * 4 + info.optimizer_8bit_bytes + 16;
     struct stat st;
     LLMQ_CHECK(stat(path.c_str(), &st) == 0, "%s: cannot stat checkpoint", path.c_str());
     LLMQ_CHECK((uint64_t)st.st_size == expected,
@@ -230,6 +240,10 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
                (unsigned long long)info.num_params, n);
     LLMQ_CHECK(!opt || info.has_optimizer, "%s: checkpoint holds weights only, no optimizer state to resume from",
                path.c_str());
+    if (opt && info.optimizer_8bit != opt->eight_bit())
+        throw Error(format("%s: checkpoint holds %s AdamW state, but this run uses %s AdamW (--optimizer %s)",
+                           path.c_str(), info.optimizer_8bit ? "8-bit" : "fp32", opt->eight_bit() ? "8-bit" : "fp32",
+                           info.optimizer_8bit ? "adamw8bit" : "adamw"));
 
     uint64_t hash = fnv1a(kFnvOffset, prefix.data(), prefix.size());
     auto read_floats = [&](float* dst, const char* what) {
@@ -238,7 +252,13 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
     };
     std::vector<float> scratch;
     read_floats(model.params(), "parameters");
-    if (info.has_optimizer) {
+    if (info.optimizer_8bit) {
+        std::vector<uint8_t> blob(info.optimizer_8bit_bytes);
+        LLMQ_CHECK(fread(blob.data(), 1, blob.size(), f) == blob.size(), "%s: truncated checkpoint (8-bit AdamW state)",
+                   path.c_str());
+        hash = fnv1a(hash, blob.data(), blob.size());
+        if (opt) opt->deserialize_8bit(blob.data(), blob.size(), path.c_str());
+    } else if (info.has_optimizer) {
         if (!opt) scratch.resize(n);
         read_floats(opt ? opt->m().data() : scratch.data(), "AdamW m");
         read_floats(opt ? opt->v().data() : scratch.data(), "AdamW v");

@@ -6,13 +6,15 @@
 //   u32      header bytes H (the header section that follows)
 //   header   (H bytes) the model config: str name, i32 vocab_size dim ffn_dim n_layers n_heads n_kv_heads
 //            max_seq_len, f32 rope_theta norm_eps, u8 tied_embeddings, f32 init_std;
-//            u64 num_params; u8 has_optimizer; i32 adam_steps_taken;
+//            u64 num_params; u8 optimizer (0 none, 1 fp32 AdamW, 2 8-bit AdamW); i32 adam_steps_taken;
+//            with 8-bit AdamW: u64 state bytes S;
 //            i64 step; u64 data_epoch data_index; u64 rng_state;
 //            u32 n_flags, then n_flags x (str key, str value): the training flags, as given to ./train
 //            (str = u32 length + bytes)
 //   f32[num_params]  parameters (the Model's buffer layout)
-//   f32[num_params]  AdamW m   } only with has_optimizer
+//   f32[num_params]  AdamW m   } only with fp32 AdamW
 //   f32[num_params]  AdamW v   }
+//   u8[S]            8-bit AdamW: each tensor's state in layout order (quant/adam8bit.h's serialized form)
 //   u64      FNV-1a 64 of every byte before it
 //   char[8]  end marker "LLMQEND\0"
 // Loading checks magic, version, that the file is exactly as long as the header promises (truncation),
@@ -47,6 +49,8 @@ struct CheckpointInfo {
     ModelConfig config;
     uint64_t num_params = 0;
     bool has_optimizer = false;
+    bool optimizer_8bit = false;        // the optimizer state is 8-bit AdamW's
+    uint64_t optimizer_8bit_bytes = 0;  // its size
     int adam_steps_taken = 0;
     TrainState state;
     FlagValues flags;

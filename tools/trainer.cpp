@@ -44,6 +44,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("warmup", &o.warmup, "linear warmup steps");
     f.add("weight-decay", &o.weight_decay, "AdamW weight decay (2-D weights)");
     f.add("grad-clip", &o.grad_clip, "clip the global gradient norm to this (0: off)");
+    f.add("optimizer", &o.optimizer, "AdamW with fp32 states (8 bytes/param) or block-wise 8-bit states (~2.03)",
+          {"adamw", "adamw8bit"});
     f.add("on-nan", &o.on_nan, "on a non-finite loss or gradient: stop (exit 1) or skip the step", {"stop", "skip"});
     f.add("device", &o.device, "where to train (auto: cuda when a GPU and the CUDA backend exist)",
           {"auto", "cpu", "cuda"});
@@ -128,7 +130,8 @@ double available_memory_bytes() {
 }
 
 void check_memory(const ModelConfig& c, const TrainOptions& o) {
-    double state = 16.0 * c.num_params();  // params, grads, AdamW m and v
+    // params, grads, AdamW m and v (8-bit: ~2.03 bytes per parameter for both moments)
+    double state = (8.0 + (o.optimizer == "adamw8bit" ? 2.04 : 8.0)) * c.num_params();
     double acts = estimate_activation_bytes(c, o.batch, o.seq);
     double avail = available_memory_bytes(), GiB = 1024.0 * 1024.0 * 1024.0;
     LLMQ_CHECK(state < avail, "--model %s: parameters, gradients and AdamW state need %.1f GiB, more than the %.1f GiB "
@@ -294,7 +297,8 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     ocfg.total_steps = o.steps;
     ocfg.weight_decay = o.weight_decay;
     ocfg.grad_clip = o.grad_clip;
-    AdamW adam(ocfg, model.num_params());
+    ocfg.eight_bit = o.optimizer == "adamw8bit";
+    AdamW adam(ocfg, model.tensors());
     Rng rng(o.seed);  // the training Rng: nothing draws from it yet (dropout would); checkpointed all the same
     int64_t step = 0;
     if (!ckpt_path.empty()) {
@@ -374,7 +378,13 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     const bool tty_bar = log == stdout && isatty(fileno(stderr));
     Progress bar("train", o.steps, Progress::Count, "step", log == stdout ? stderr : log);
     bar.update((double)step);
-    const size_t state_bytes = 16 * model.num_params();
+    // memory by component: fp32 weights, fp32 gradients, optimizer moments, activations (+ layer scratch)
+    const size_t weight_bytes = 4 * model.num_params(), grad_bytes = 4 * model.num_params();
+    const size_t optimizer_bytes = adam.state_bytes();
+    fprintf(log, "memory: weights %s, gradients %s, optimizer state %s (%s, %.2f bytes/param)\n",
+            human_bytes((double)weight_bytes).c_str(), human_bytes((double)grad_bytes).c_str(),
+            human_bytes((double)optimizer_bytes).c_str(), o.optimizer.c_str(),
+            (double)optimizer_bytes / model.num_params());
     const float micro_scale = 1.0f / o.grad_accum;
     InterruptGuard interrupt_guard;
     for (; step < o.steps; step++) {
@@ -400,10 +410,13 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         }
         double dt = now_seconds() - t0;
         double tokens_per_s = (double)B * T * o.grad_accum / dt;
-        size_t mem = state_bytes + model.activation_bytes();
+        const size_t act_bytes = model.activation_bytes();
+        size_t mem = weight_bytes + grad_bytes + optimizer_bytes + act_bytes;
         result.losses.push_back((float)loss);
         metrics.log({{"step", (double)step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                     {"tokens_per_s", tokens_per_s}, {"mem_bytes", (double)mem}, {"step_s", dt},
+                     {"tokens_per_s", tokens_per_s}, {"mem_bytes", (double)mem},
+                     {"mem_weights", (double)weight_bytes}, {"mem_grads", (double)grad_bytes},
+                     {"mem_optimizer", (double)optimizer_bytes}, {"mem_activations", (double)act_bytes}, {"step_s", dt},
                      {"skipped", finite ? 0.0 : 1.0}});
         bar.update((double)step + 1);
         if ((step + 1) % o.log_every == 0 || step == result.first_step || step + 1 == o.steps) {

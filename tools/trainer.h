@@ -44,6 +44,7 @@ struct TrainOptions {
     float lr = 5e-3f, min_lr_ratio = 0.1f;
     int warmup = 30;
     float weight_decay = 0.1f, grad_clip = 1.0f;
+    std::string optimizer = "adamw";  // adamw (fp32 states) or adamw8bit (block-wise 8-bit states)
     std::string on_nan = "stop";
     // machine
     std::string device = "auto";
