@@ -75,25 +75,26 @@ void AdamW::deserialize_8bit(const uint8_t* data, size_t size, const char* what)
 }
 
 float AdamW::step(Model& model, int step) {
-    LLMQ_CHECK(config_.eight_bit ? model.tensors().size() == tensors_.size() : model.num_params() == m_.size(),
-               "optimizer: built for another parameter layout than the model's (%zu parameters)", model.num_params());
-    const float norm = (float)std::sqrt(sum_squares_cpu(model.grads(), model.num_params()));
+    return this->step(model.params(), model.grads(), model.num_params(), model.tensors(), step);
+}
+
+float AdamW::step(float* params, const float* grads, size_t n, const std::vector<ParamTensor>& tensors, int step) {
+    LLMQ_CHECK(config_.eight_bit ? tensors.size() == tensors_.size() : n == m_.size(),
+               "optimizer: built for another parameter layout than the buffer's (%zu parameters)", n);
+    const float norm = (float)std::sqrt(sum_squares_cpu(grads, n));
     LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
     const float clip_scale = (config_.grad_clip > 0 && norm > config_.grad_clip) ? config_.grad_clip / norm : 1.0f;
     const float lr = lr_at_step(config_, step);
-    if (config_.eight_bit) {
-        for (size_t i = 0; i < tensors_.size(); i++) {
-            const ParamTensor& t = model.tensors()[i];
-            Adam8bitHyper h{lr, config_.beta1, config_.beta2, config_.eps, t.decay ? config_.weight_decay : 0.0f};
-            adam8bit_step_cpu(model.params() + t.offset, model.grads() + t.offset, states_[i], h, t_ + 1, clip_scale);
+    for (size_t i = 0; i < tensors.size(); i++) {
+        const ParamTensor& t = tensors[i];
+        const float wd = t.decay ? config_.weight_decay : 0.0f;
+        if (config_.eight_bit) {
+            Adam8bitHyper h{lr, config_.beta1, config_.beta2, config_.eps, wd};
+            adam8bit_step_cpu(params + t.offset, grads + t.offset, states_[i], h, t_ + 1, clip_scale);
+        } else {
+            adamw_update_cpu(params + t.offset, grads + t.offset, m_.data() + t.offset, v_.data() + t.offset, t.size,
+                             lr, config_.beta1, config_.beta2, config_.eps, wd, t_ + 1, clip_scale);
         }
-        t_++;
-        return norm;
-    }
-    for (const ParamTensor& t : model.tensors()) {
-        adamw_update_cpu(model.params() + t.offset, model.grads() + t.offset, m_.data() + t.offset,
-                         v_.data() + t.offset, t.size, lr, config_.beta1, config_.beta2, config_.eps,
-                         t.decay ? config_.weight_decay : 0.0f, t_ + 1, clip_scale);
     }
     t_++;
     return norm;

@@ -41,6 +41,8 @@ class AdamW {
     // at lr_at_step(step). Returns the gradient norm before clipping. step is 0-based. A non-finite gradient
     // norm throws Error naming the step (nothing is updated).
     float step(Model& model, int step);
+    // The same on any buffer: params (n) from grads (n) carved into tensors (the layout this AdamW was built for).
+    float step(float* params, const float* grads, size_t n, const std::vector<ParamTensor>& tensors, int step);
     bool eight_bit() const { return config_.eight_bit; }
     size_t state_bytes() const;  // bytes of the moments as held in memory (8 per parameter in fp32)
     // The 8-bit states in checkpoint form (adam8bit_serialize per tensor, in layout order), and back. load

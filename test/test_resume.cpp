@@ -64,6 +64,17 @@ void expect_resume_exact(TrainOptions o) {
         OptimizerConfig oc;
         oc.eight_bit = info.optimizer_8bit;
         AdamW adam(oc, m.tensors());
+        // a LoRA run: the adapters and their fp32 AdamW state (the 8-bit case is covered by the base's)
+        std::vector<float> adapter(info.adapter_params);
+        AdamW adapter_adam(OptimizerConfig{}, adapter.size());
+        AdapterSection section{adapter.data(), adapter.size(), &adapter_adam};
+        if (info.adapter_params) {
+            load_checkpoint(path, m, nullptr, &section);
+            std::vector<float> all = adapter;
+            all.insert(all.end(), adapter_adam.m().begin(), adapter_adam.m().end());
+            all.insert(all.end(), adapter_adam.v().begin(), adapter_adam.v().end());
+            return all;
+        }
         load_checkpoint(path, m, &adam);
         std::vector<float> all(m.params(), m.params() + m.num_params());
         all.insert(all.end(), adam.m().begin(), adam.m().end());
@@ -106,4 +117,16 @@ TEST(Resume, BitIdenticalWith8bitAdamW) {
     CheckpointInfo info = read_checkpoint_info(o.out + "/ckpt_step_000008.ckpt");
     EXPECT_TRUE(info.optimizer_8bit);
     EXPECT_GT(info.optimizer_8bit_bytes, 0u);
+}
+
+TEST(Resume, BitIdenticalWithLoraAndQlora) {
+    std::string data = make_corpus();
+    for (const char* method : {"lora", "qlora"}) {
+        TrainOptions o = small_run(data, temp_dir("resume_out") + "/" + method);
+        o.method = method;
+        o.rank = 4;
+        o.lr = 2e-2f;
+        expect_resume_exact(o);
+        EXPECT_GT(read_checkpoint_info(o.out + "/ckpt_step_000008.ckpt").adapter_params, 0u);
+    }
 }

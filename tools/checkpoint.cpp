@@ -53,8 +53,12 @@ struct HashingWriter {
     }
 };
 
+// The optimizer kind byte: 0 none, 1 fp32 AdamW, 2 8-bit AdamW.
+uint8_t optimizer_kind(const AdamW* opt) { return !opt ? 0 : opt->eight_bit() ? 2 : 1; }
+
 std::string header_bytes(const Model& model, const AdamW* opt, const std::vector<uint8_t>& opt_blob, const TrainState& st,
-                         const FlagValues& flags) {
+                         const FlagValues& flags, const AdapterSection* adapters,
+                         const std::vector<uint8_t>& adapter_blob) {
     const ModelConfig& c = model.config();
     Bytes h;
     h.put_str(c.name);
@@ -64,8 +68,9 @@ std::string header_bytes(const Model& model, const AdamW* opt, const std::vector
     h.put<uint8_t>(c.tied_embeddings ? 1 : 0);
     h.put<float>(c.init_std);
     h.put<uint64_t>(model.num_params());
-    h.put<uint8_t>(!opt ? 0 : opt->eight_bit() ? 2 : 1);
-    h.put<int32_t>(opt ? opt->steps_taken() : 0);
+    h.put<uint8_t>(optimizer_kind(opt));
+    const AdamW* any_opt = opt ? opt : adapters ? adapters->opt : nullptr;  // a LoRA run has only the adapters'
+    h.put<int32_t>(any_opt ? any_opt->steps_taken() : 0);
     if (opt && opt->eight_bit()) h.put<uint64_t>(opt_blob.size());
     h.put<int64_t>(st.step);
     h.put<uint64_t>(st.data_epoch);
@@ -76,18 +81,24 @@ std::string header_bytes(const Model& model, const AdamW* opt, const std::vector
         h.put_str(kv.first);
         h.put_str(kv.second);
     }
+    if (adapters) {  // optional trailing fields: files without adapters stay as they were
+        h.put<uint64_t>(adapters->n);
+        h.put<uint8_t>(optimizer_kind(adapters->opt));
+        if (adapters->opt && adapters->opt->eight_bit()) h.put<uint64_t>(adapter_blob.size());
+    }
     return h.b;
 }
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt, const TrainState& state,
-                     const FlagValues& flags) {
+                     const FlagValues& flags, const AdapterSection* adapters) {
     size_t n = model.num_params();
     if (opt && !opt->eight_bit())
         LLMQ_CHECK(opt->m().size() == n && opt->v().size() == n, "%s: optimizer state has %zu values, model %zu",
                    path.c_str(), opt->m().size(), n);
-    const std::vector<uint8_t> opt_blob = opt && opt->eight_bit() ? opt->serialize_8bit() : std::vector<uint8_t>{};
-    std::string header = header_bytes(model, opt, opt_blob, state, flags);
+    auto blob_of = [](const AdamW* o) { return o && o->eight_bit() ? o->serialize_8bit() : std::vector<uint8_t>{}; };
+    const std::vector<uint8_t> opt_blob = blob_of(opt), adapter_blob = blob_of(adapters ? adapters->opt : nullptr);
+    std::string header = header_bytes(model, opt, opt_blob, state, flags, adapters, adapter_blob);
     std::string tmp = path + ".tmp";
     FILE* f = fopen(tmp.c_str(), "wb");
     LLMQ_CHECK(f, "%s: cannot write checkpoint: %s", tmp.c_str(), strerror(errno));
@@ -97,12 +108,19 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
     w.write(&version, 4);
     w.write(&hbytes, 4);
     w.write(header.data(), header.size());
+    auto write_optimizer = [&](const AdamW* o, const std::vector<uint8_t>& blob, size_t count) {
+        if (o && o->eight_bit()) {
+            w.write(blob.data(), blob.size());
+        } else if (o) {
+            w.write(o->m().data(), count * sizeof(float));
+            w.write(o->v().data(), count * sizeof(float));
+        }
+    };
     w.write(model.params(), n * sizeof(float));
-    if (opt && opt->eight_bit()) {
-        w.write(opt_blob.data(), opt_blob.size());
-    } else if (opt) {
-        w.write(opt->m().data(), n * sizeof(float));
-        w.write(opt->v().data(), n * sizeof(float));
+    write_optimizer(opt, opt_blob, n);
+    if (adapters) {
+        w.write(adapters->params, adapters->n * sizeof(float));
+        write_optimizer(adapters->opt, adapter_blob, adapters->n);
     }
     uint64_t hash = w.hash;
     w.write(&hash, 8);
@@ -195,6 +213,13 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
         std::string k = r.get_str();
         info.flags.emplace_back(k, r.get_str());
     }
+    if (r.pos < header.size()) {  // the adapter section's fields
+        info.adapter_params = r.get<uint64_t>();
+        const uint8_t akind = r.get<uint8_t>();
+        LLMQ_CHECK(akind <= 2, "%s: corrupt checkpoint header (adapter optimizer kind %u)", path.c_str(), akind);
+        info.adapter_optimizer = akind;
+        if (akind == 2) info.adapter_optimizer_8bit_bytes = r.get<uint64_t>();
+    }
     LLMQ_CHECK(r.pos == header.size(), "%s: corrupt checkpoint header (%zu unread bytes)", path.c_str(),
                header.size() - r.pos);
     try {
@@ -204,7 +229,9 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
     }
 
     uint64_t arrays = info.has_optimizer && !info.optimizer_8bit ? 3 : 1;
-    uint64_t expected = 16 + (uint64_t)hbytes + arrays * info.num_params * 4 + info.optimizer_8bit_bytes + 16;
+    uint64_t adapter_arrays = info.adapter_optimizer == 1 ? 3 : 1;
+    uint64_t expected = 16 + (uint64_t)hbytes + arrays * info.num_params * 4 + info.optimizer_8bit_bytes +
+                        adapter_arrays * info.adapter_params * 4 + info.adapter_optimizer_8bit_bytes + 16;
     struct stat st;
     LLMQ_CHECK(stat(path.c_str(), &st) == 0, "%s: cannot stat checkpoint", path.c_str());
     LLMQ_CHECK((uint64_t)st.st_size == expected,
@@ -224,7 +251,7 @@ CheckpointInfo read_checkpoint_info(const std::string& path) {
     return open_checkpoint(path, f, prefix);
 }
 
-CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt) {
+CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt, AdapterSection* adapters) {
     File file;
     std::string prefix;
     CheckpointInfo info = open_checkpoint(path, file, prefix);
@@ -238,6 +265,18 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
     size_t n = model.num_params();
     LLMQ_CHECK(info.num_params == n, "%s: checkpoint has %llu parameters, the model %zu", path.c_str(),
                (unsigned long long)info.num_params, n);
+    LLMQ_CHECK((info.adapter_params > 0) == (adapters != nullptr),
+               "%s: checkpoint %s adapters (%llu parameters), but this run %s (--method)", path.c_str(),
+               info.adapter_params ? "holds" : "has no", (unsigned long long)info.adapter_params,
+               adapters ? "trains adapters" : "trains no adapters");
+    if (adapters) {
+        LLMQ_CHECK(adapters->n == info.adapter_params, "%s: checkpoint has %llu adapter parameters, this run %zu (--rank, "
+                   "--lora-targets)", path.c_str(), (unsigned long long)info.adapter_params, adapters->n);
+        LLMQ_CHECK(adapters->opt && info.adapter_optimizer == (adapters->opt->eight_bit() ? 2 : 1),
+                   "%s: the adapters' optimizer state is %s, this run uses %s (--optimizer)", path.c_str(),
+                   info.adapter_optimizer == 2 ? "8-bit AdamW" : info.adapter_optimizer == 1 ? "fp32 AdamW" : "absent",
+                   adapters->opt && adapters->opt->eight_bit() ? "8-bit AdamW" : "fp32 AdamW");
+    }
     LLMQ_CHECK(!opt || info.has_optimizer, "%s: checkpoint holds weights only, no optimizer state to resume from",
                path.c_str());
     if (opt && info.optimizer_8bit != opt->eight_bit())
@@ -246,22 +285,31 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
                            info.optimizer_8bit ? "adamw8bit" : "adamw"));
 
     uint64_t hash = fnv1a(kFnvOffset, prefix.data(), prefix.size());
-    auto read_floats = [&](float* dst, const char* what) {
-        LLMQ_CHECK(fread(dst, sizeof(float), n, f) == n, "%s: truncated checkpoint (%s)", path.c_str(), what);
-        hash = fnv1a(hash, dst, n * sizeof(float));
+    auto read_floats = [&](float* dst, size_t count, const char* what) {
+        LLMQ_CHECK(fread(dst, sizeof(float), count, f) == count, "%s: truncated checkpoint (%s)", path.c_str(), what);
+        hash = fnv1a(hash, dst, count * sizeof(float));
     };
     std::vector<float> scratch;
-    read_floats(model.params(), "parameters");
-    if (info.optimizer_8bit) {
-        std::vector<uint8_t> blob(info.optimizer_8bit_bytes);
-        LLMQ_CHECK(fread(blob.data(), 1, blob.size(), f) == blob.size(), "%s: truncated checkpoint (8-bit AdamW state)",
-                   path.c_str());
-        hash = fnv1a(hash, blob.data(), blob.size());
-        if (opt) opt->deserialize_8bit(blob.data(), blob.size(), path.c_str());
-    } else if (info.has_optimizer) {
-        if (!opt) scratch.resize(n);
-        read_floats(opt ? opt->m().data() : scratch.data(), "AdamW m");
-        read_floats(opt ? opt->v().data() : scratch.data(), "AdamW v");
+    read_floats(model.params(), n, "parameters");
+    // an optimizer state of `kind` for `count` parameters, into o (or skipped over when o is null)
+    auto read_optimizer = [&](uint8_t kind, uint64_t blob_bytes, AdamW* o, size_t count) {
+        if (kind == 2) {
+            std::vector<uint8_t> blob(blob_bytes);
+            LLMQ_CHECK(fread(blob.data(), 1, blob.size(), f) == blob.size(),
+                       "%s: truncated checkpoint (8-bit AdamW state)", path.c_str());
+            hash = fnv1a(hash, blob.data(), blob.size());
+            if (o) o->deserialize_8bit(blob.data(), blob.size(), path.c_str());
+        } else if (kind == 1) {
+            if (!o) scratch.resize(count);
+            read_floats(o ? o->m().data() : scratch.data(), count, "AdamW m");
+            read_floats(o ? o->v().data() : scratch.data(), count, "AdamW v");
+        }
+    };
+    read_optimizer(!info.has_optimizer ? 0 : info.optimizer_8bit ? 2 : 1, info.optimizer_8bit_bytes, opt, n);
+    if (adapters) {
+        read_floats(adapters->params, adapters->n, "adapter parameters");
+        read_optimizer((uint8_t)info.adapter_optimizer, info.adapter_optimizer_8bit_bytes, adapters->opt, adapters->n);
+        adapters->opt->set_steps_taken(info.adam_steps_taken);
     }
     uint64_t stored = 0;
     char end[8];

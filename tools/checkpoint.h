@@ -10,11 +10,15 @@
 //            with 8-bit AdamW: u64 state bytes S;
 //            i64 step; u64 data_epoch data_index; u64 rng_state;
 //            u32 n_flags, then n_flags x (str key, str value): the training flags, as given to ./train
-//            (str = u32 length + bytes)
+//            (str = u32 length + bytes);
+//            only when the run trains adapters (LoRA, QLoRA): u64 adapter parameters A; u8 their optimizer (1 fp32,
+//            2 8-bit); with 8-bit: u64 its state bytes SA
 //   f32[num_params]  parameters (the Model's buffer layout)
 //   f32[num_params]  AdamW m   } only with fp32 AdamW
 //   f32[num_params]  AdamW v   }
 //   u8[S]            8-bit AdamW: each tensor's state in layout order (quant/adam8bit.h's serialized form)
+//   f32[A]           adapter parameters (adapters/lora.h's buffer), then their optimizer state as above
+//                    (f32[A] m, f32[A] v; or u8[SA]); the adapters' optimizer shares adam_steps_taken
 //   u64      FNV-1a 64 of every byte before it
 //   char[8]  end marker "LLMQEND\0"
 // Loading checks magic, version, that the file is exactly as long as the header promises (truncation),
@@ -51,21 +55,32 @@ struct CheckpointInfo {
     bool has_optimizer = false;
     bool optimizer_8bit = false;        // the optimizer state is 8-bit AdamW's
     uint64_t optimizer_8bit_bytes = 0;  // its size
+    uint64_t adapter_params = 0;             // 0: no adapter section
+    int adapter_optimizer = 0;               // 1 fp32, 2 8-bit AdamW
+    uint64_t adapter_optimizer_8bit_bytes = 0;
     int adam_steps_taken = 0;
     TrainState state;
     FlagValues flags;
     std::string flag(const std::string& name, const std::string& fallback = "") const;
 };
 
+// A second trainable buffer saved beside the model: LoRA adapters (adapters/lora.h) and their optimizer.
+struct AdapterSection {
+    float* params = nullptr;  // (n)
+    size_t n = 0;
+    AdamW* opt = nullptr;     // required
+};
+
 // Writes atomically (path.tmp then rename). Error naming the file on any failure; nothing is left under
 // path (nor path.tmp) when the write fails. opt may be null (weights only).
 void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt, const TrainState& state,
-                     const FlagValues& flags);
+                     const FlagValues& flags, const AdapterSection* adapters = nullptr);
 // Reads and validates the header and the file size (cheap: the parameters are not read).
 CheckpointInfo read_checkpoint_info(const std::string& path);
 // Loads parameters into model (whose config must match) and, when opt is given, m, v and the step count
 // (Error when the file has no optimizer state); verifies the checksum over the whole file.
-CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt);
+// With adapters: the checkpoint must hold an adapter section of adapters->n parameters (and the other way round).
+CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt, AdapterSection* adapters = nullptr);
 
 // --resume's argument: a checkpoint file, a directory (its latest.ckpt), or DIR/latest.
 std::string resolve_checkpoint_path(const std::string& arg);

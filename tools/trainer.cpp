@@ -11,12 +11,14 @@
 #include <fstream>
 #include <memory>
 
+#include "../adapters/lora.h"
 #include "../kernels/common.h"
 #include "../layers/model.h"
 #include "../layers/optimizer.h"
 #include "../layers/model_core.h"
 #include "dataloader.h"
 #include "hf_llama.h"
+#include "hf_peft.h"
 #include "metrics.h"
 #include "progress.h"
 #include "sampler.h"
@@ -46,6 +48,16 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("grad-clip", &o.grad_clip, "clip the global gradient norm to this (0: off)");
     f.add("optimizer", &o.optimizer, "AdamW with fp32 states (8 bytes/param) or block-wise 8-bit states (~2.03)",
           {"adamw", "adamw8bit"});
+    f.add("method", &o.method, "what trains: full (every weight), lora (adapters on the frozen base), qlora (adapters "
+          "on the quantized base)", {"full", "lora", "qlora"});
+    f.add("rank", &o.rank, "LoRA rank r");
+    f.add("alpha", &o.alpha, "LoRA alpha: adapters add (alpha / r) B A x");
+    f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
+    f.add("weights", &o.weights, "base weights of the attention and MLP linears: bf16 (unquantized, fp32 on the CPU) or "
+          "a quantized format (frozen; qlora: nf4 unless another is given)", {"bf16", "nf4", "fp4", "int4", "int3", "int2"});
+    f.add("quant-block", &o.quant_block, "quantization block (nf4/fp4, over the flattened weight) or group (int, along "
+          "the input) size");
+    f.add("double-quant", &o.double_quant, "1: quantize the nf4/fp4 absmax too (bnb's nested quantization)");
     f.add("on-nan", &o.on_nan, "on a non-finite loss or gradient: stop (exit 1) or skip the step", {"stop", "skip"});
     f.add("device", &o.device, "where to train (auto: cuda when a GPU and the CUDA backend exist)",
           {"auto", "cpu", "cuda"});
@@ -102,6 +114,10 @@ void check_options(const TrainOptions& o) {
     LLMQ_CHECK(o.warmup >= 0, "--warmup %d must not be negative", o.warmup);
     LLMQ_CHECK(o.weight_decay >= 0, "--weight-decay %g must not be negative", o.weight_decay);
     LLMQ_CHECK(o.threads >= 0, "--threads %d must not be negative", o.threads);
+    LLMQ_CHECK(o.method != "full" || o.weights == "bf16",
+               "--weights %s: a quantized base is frozen, so --method full would train nothing of it; use --method "
+               "qlora (or lora)", o.weights.c_str());
+    LLMQ_CHECK(o.double_quant == 0 || o.double_quant == 1, "--double-quant %d must be 0 or 1", o.double_quant);
     LLMQ_CHECK(o.log_every > 0, "--log-every %d must be positive", o.log_every);
     for (auto [name, v] : {std::pair<const char*, int>{"eval-every", o.eval_every}, {"val-batches", o.val_batches},
                            {"ckpt-every", o.ckpt_every}, {"ckpt-keep-every", o.ckpt_keep_every},
@@ -298,16 +314,37 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     ocfg.weight_decay = o.weight_decay;
     ocfg.grad_clip = o.grad_clip;
     ocfg.eight_bit = o.optimizer == "adamw8bit";
-    AdamW adam(ocfg, model.tensors());
+    // what trains: the model's own buffer (full), or the adapters' (lora, qlora) on the frozen base
+    std::unique_ptr<LoraAdapters> lora;
+    if (o.method != "full") lora = std::make_unique<LoraAdapters>(model, LoraOptions{o.rank, o.alpha, o.lora_targets},
+                                                                  o.seed ^ 0x10A4ull);
+    AdamW adam = lora ? AdamW(ocfg, lora->tensors()) : AdamW(ocfg, model.tensors());
+    AdapterSection adapter_section{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, &adam};
+    AdapterSection* adapters = lora ? &adapter_section : nullptr;
+    AdamW* model_opt = lora ? nullptr : &adam;
     Rng rng(o.seed);  // the training Rng: nothing draws from it yet (dropout would); checkpointed all the same
     int64_t step = 0;
     if (!ckpt_path.empty()) {
-        load_checkpoint(ckpt_path, model, &adam);
+        load_checkpoint(ckpt_path, model, model_opt, adapters);
         step = ckpt.state.step;
         train_data.set_position({ckpt.state.data_epoch, ckpt.state.data_index});
         rng.state = ckpt.state.rng_state;
         LLMQ_CHECK(step < o.steps, "%s: the checkpoint is at step %lld and --steps is %d: nothing left to do (raise "
                    "--steps)", ckpt_path.c_str(), (long long)step, o.steps);
+    }
+    // QLoRA's base: quantized from the (initial, loaded or resumed: never trained) fp32 weights, so a resumed run
+    // gets the same codes
+    size_t quant_bytes = 0;
+    const std::string weights = o.method == "qlora" && o.weights == "bf16" ? "nf4" : o.weights;
+    if (weights != "bf16") {
+        QuantSpec spec;
+        spec.format = parse_format(weights, "--weights");
+        spec.block = o.quant_block;
+        spec.double_quant = o.double_quant != 0;
+        quant_bytes = quantize_model_linears(model, spec);
+        fprintf(log, "base weights: %s, block %d%s: %s of codes and scales (%.3f bits per weight)\n", weights.c_str(),
+                o.quant_block, spec.double_quant ? ", double-quantized absmax" : "",
+                human_bytes((double)quant_bytes).c_str(), bits_per_weight(spec));
     }
     result.first_step = step;
     MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
@@ -359,9 +396,10 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     // DIR/latest.ckpt when `latest`, and a kept DIR/ckpt_step_N.ckpt at multiples of --ckpt-keep-every
     auto save = [&](int64_t at_step, bool latest) {
         TrainState st{at_step, train_data.position().epoch, train_data.position().index, rng.state};
-        if (latest) save_checkpoint(o.out + "/latest.ckpt", model, &adam, st, flag_values);
+        if (latest) save_checkpoint(o.out + "/latest.ckpt", model, model_opt, st, flag_values, adapters);
         if (o.ckpt_keep_every > 0 && at_step % o.ckpt_keep_every == 0)
-            save_checkpoint(o.out + format("/ckpt_step_%06lld.ckpt", (long long)at_step), model, &adam, st, flag_values);
+            save_checkpoint(o.out + format("/ckpt_step_%06lld.ckpt", (long long)at_step), model, model_opt, st,
+                            flag_values, adapters);
     };
     auto sample = [&](int64_t at_step) {
         if (!tok || o.sample_tokens <= 0) return;
@@ -379,17 +417,26 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     Progress bar("train", o.steps, Progress::Count, "step", log == stdout ? stderr : log);
     bar.update((double)step);
     // memory by component: fp32 weights, fp32 gradients, optimizer moments, activations (+ layer scratch)
-    const size_t weight_bytes = 4 * model.num_params(), grad_bytes = 4 * model.num_params();
+    // (the CPU backend keeps the fp32 base beside a quantized one's codes, and the model's gradient buffer
+    //  even when the base is frozen: what is allocated is what is reported)
+    const size_t trained = lora ? lora->num_params() : model.num_params();
+    const size_t adapter_bytes = lora ? 4 * lora->num_params() : 0;
+    const size_t weight_bytes = 4 * model.num_params() + quant_bytes + adapter_bytes;
+    const size_t grad_bytes = 4 * model.num_params() + adapter_bytes;
     const size_t optimizer_bytes = adam.state_bytes();
-    fprintf(log, "memory: weights %s, gradients %s, optimizer state %s (%s, %.2f bytes/param)\n",
+    if (lora)
+        fprintf(log, "method %s: rank %d, alpha %g on %s: %zu trainable parameters (%.2f%% of the model's %zu)\n",
+                o.method.c_str(), o.rank, o.alpha, o.lora_targets.c_str(), trained, 100.0 * trained / model.num_params(),
+                model.num_params());
+    fprintf(log, "memory: weights %s, gradients %s, optimizer state %s (%s, %.2f bytes per trained parameter)\n",
             human_bytes((double)weight_bytes).c_str(), human_bytes((double)grad_bytes).c_str(),
-            human_bytes((double)optimizer_bytes).c_str(), o.optimizer.c_str(),
-            (double)optimizer_bytes / model.num_params());
+            human_bytes((double)optimizer_bytes).c_str(), o.optimizer.c_str(), (double)optimizer_bytes / trained);
     const float micro_scale = 1.0f / o.grad_accum;
     InterruptGuard interrupt_guard;
     for (; step < o.steps; step++) {
         double t0 = now_seconds();
         model.zero_grad();
+        if (lora) lora->zero_grad();
         double loss = 0;
         for (int micro = 0; micro < o.grad_accum; micro++) {
             train_data.next_batch(inputs.data(), targets.data());
@@ -397,7 +444,8 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             model.backward(micro_scale);
         }
         loss /= o.grad_accum;
-        bool finite = std::isfinite(loss) && all_finite(model.grads(), model.num_params());
+        bool finite = std::isfinite(loss) && (lora ? all_finite(lora->grads(), lora->num_params())
+                                                    : all_finite(model.grads(), model.num_params()));
         float lr = lr_at_step(ocfg, (int)step), norm = NAN;
         if (!finite) {
             std::string what = describe_non_finite(model, loss);
@@ -406,7 +454,8 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             fprintf(log, "step %lld: %s; skipping the update (--on-nan skip)\n", (long long)step + 1, what.c_str());
             result.skipped_steps++;
         } else {
-            norm = adam.step(model, (int)step);
+            norm = lora ? adam.step(lora->params(), lora->grads(), lora->num_params(), lora->tensors(), (int)step)
+                        : adam.step(model, (int)step);
         }
         double dt = now_seconds() - t0;
         double tokens_per_s = (double)B * T * o.grad_accum / dt;
@@ -458,6 +507,12 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     metrics.write_plot("llmq " + cfg.name + ": loss");
     save(o.steps, true);
     fprintf(log, "wrote %s, %s/loss.svg, %s/latest.ckpt\n", metrics.path().c_str(), o.out.c_str(), o.out.c_str());
+    if (lora) {  // the adapters alone, as peft loads them onto the base model
+        PeftExportOptions pe;
+        pe.base_model_name_or_path = o.init_from;
+        save_peft_adapter(o.out + "/adapter", model, pe);
+        fprintf(log, "wrote %s/adapter (peft LoRA: adapter_model.safetensors, adapter_config.json)\n", o.out.c_str());
+    }
     if (result.skipped_steps) fprintf(log, "skipped %d steps with a non-finite loss\n", result.skipped_steps);
     sample(o.steps);
     return result;

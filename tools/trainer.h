@@ -45,6 +45,14 @@ struct TrainOptions {
     int warmup = 30;
     float weight_decay = 0.1f, grad_clip = 1.0f;
     std::string optimizer = "adamw";  // adamw (fp32 states) or adamw8bit (block-wise 8-bit states)
+    // what trains: every weight (full), or LoRA adapters on the frozen base (lora), on a quantized base (qlora)
+    std::string method = "full";
+    int rank = 8;
+    float alpha = 16.0f;
+    std::string lora_targets = "all-linear";
+    std::string weights = "bf16";  // base weight format: bf16 (unquantized; fp32 on the CPU) or nf4|fp4|int4|int3|int2
+    int quant_block = 64;
+    int double_quant = 0;
     std::string on_nan = "stop";
     // machine
     std::string device = "auto";

@@ -1,0 +1,88 @@
+// lora.cpp: LoRA / QLoRA adapters on a frozen base (see lora.h).
+#include "lora.h"
+
+#include <cmath>
+
+#include "../kernels/common.h"
+#include "../quant/quantized_weight.h"
+#include "../tools/hf_peft.h"
+
+namespace llmq {
+
+std::vector<std::string> lora_target_modules(const std::string& targets) {
+    if (targets == "attn") return {"q_proj", "k_proj", "v_proj", "o_proj"};
+    if (targets == "mlp") return {"gate_proj", "up_proj", "down_proj"};
+    if (targets == "all-linear") return {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    throw Error(format("--lora-targets: '%s' is not one of attn|mlp|all-linear", targets.c_str()));
+}
+
+namespace {
+std::string short_name(const std::string& module) { return module.substr(module.rfind('.') + 1); }
+}  // namespace
+
+LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : options_(o) {
+    LLMQ_CHECK(o.rank > 0, "--rank %d must be positive", o.rank);
+    LLMQ_CHECK(o.alpha > 0, "--alpha %g must be positive", o.alpha);
+    const std::vector<std::string> targets = lora_target_modules(o.targets);
+    auto linears = named_linears(model);
+    // 1. layout: A then B of each targeted module, in the model's module order
+    size_t offset = 0;
+    auto add = [&](const std::string& name, int rows, int cols) {
+        ParamTensor t;
+        t.name = name;
+        t.offset = offset;
+        t.shape = {rows, cols};
+        t.size = (size_t)rows * cols;
+        t.decay = true;  // 2-D, so --weight-decay applies as to the model's matrices (HF Trainer's rule too)
+        offset += t.size;
+        tensors_.push_back(t);
+    };
+    std::vector<Linear<float>*> chosen;
+    for (auto& [name, lin] : linears) {
+        bool want = false;
+        for (const std::string& t : targets) want = want || short_name(name) == t;
+        if (name == "lm_head" || !want) continue;
+        LLMQ_CHECK(o.rank <= std::min(lin->in, lin->out), "--rank %d exceeds %s's smaller side (%d x %d)", o.rank,
+                   name.c_str(), lin->out, lin->in);
+        add("base_model.model." + name + ".lora_A.weight", o.rank, lin->in);
+        add("base_model.model." + name + ".lora_B.weight", lin->out, o.rank);
+        chosen.push_back(lin);
+    }
+    params_.assign(offset, 0.0f);
+    grads_.assign(offset, 0.0f);
+    // 2. init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)), B = 0
+    Rng rng(seed);
+    for (size_t i = 0; i < chosen.size(); i++) {
+        const ParamTensor& a = tensors_[2 * i];
+        const float bound = 1.0f / std::sqrt((float)chosen[i]->in);
+        for (size_t j = 0; j < a.size; j++) params_[a.offset + j] = bound * (2.0f * rng.uniform() - 1.0f);
+    }
+    // 3. freeze every base weight, attach the views
+    for (auto& [name, lin] : linears) lin->dweight = nullptr;
+    for (size_t i = 0; i < chosen.size(); i++) {
+        LoraAdapter<float> ad;
+        ad.rank = o.rank;
+        ad.scale = o.alpha / o.rank;
+        ad.A = params_.data() + tensors_[2 * i].offset;
+        ad.dA = grads_.data() + tensors_[2 * i].offset;
+        ad.B = params_.data() + tensors_[2 * i + 1].offset;
+        ad.dB = grads_.data() + tensors_[2 * i + 1].offset;
+        chosen[i]->adapters.push_back(ad);
+    }
+}
+
+void LoraAdapters::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+size_t quantize_model_linears(Model& model, const QuantSpec& spec) {
+    size_t bytes = 0;
+    for (auto& [name, lin] : named_linears(model)) {
+        if (name == "lm_head") continue;
+        auto q = quantize_weight(lin->weight, lin->out, lin->in, spec);
+        bytes += tensor_bytes(q->tensor());
+        lin->quant = q;
+        lin->dweight = nullptr;
+    }
+    return bytes;
+}
+
+}  // namespace llmq

@@ -1,0 +1,61 @@
+// lora: trainable low-rank adapters on a frozen (optionally quantized) base: LoRA and QLoRA.
+//
+//   y = x W^T + s (x A^T) B^T,   A (r, in), B (out, r), s = alpha / r     (peft's LoraLayer, no dropout yet)
+//
+// Init as peft: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0, so training starts from
+// the base model's outputs exactly. Every base weight is frozen: the Linears lose their gradient buffers (no
+// weight gradient is formed at all), embeddings and norms are not updated. QLoRA (--weights nf4, ...) also
+// replaces every attention and MLP weight by its quantized codes (quant/quantized_weight.h); the products
+// then use the dequantized base, as bitsandbytes does. lm_head, embeddings and norms stay full precision.
+//
+// The adapters' parameters live in ONE buffer carved into named tensors in peft's naming
+// (base_model.model.<module>.lora_A.weight / lora_B.weight), with a gradient buffer of the same layout, so the
+// optimizer (layers/optimizer.h), checkpoints and the NaN report treat them like the model's own buffer; the
+// Linears only point into it (layers/linear.h), which is why the buffer never reallocates after attach.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../layers/model.h"
+#include "../quant/formats.h"
+
+namespace llmq {
+
+struct LoraOptions {
+    int rank = 8;
+    float alpha = 16.0f;                  // s = alpha / rank
+    std::string targets = "all-linear";   // attn (q,k,v,o), mlp (gate,up,down), all-linear (both; never lm_head)
+};
+
+// The short module names ("q_proj", ...) a --lora-targets value selects; Error naming the flag otherwise.
+std::vector<std::string> lora_target_modules(const std::string& targets);
+
+class LoraAdapters {
+  public:
+    // Freezes every base Linear of model and attaches one adapter per targeted module, A drawn from Rng(seed).
+    LoraAdapters(Model& model, const LoraOptions& options, uint64_t seed);
+    LoraAdapters(const LoraAdapters&) = delete;
+    LoraAdapters& operator=(const LoraAdapters&) = delete;
+
+    const std::vector<ParamTensor>& tensors() const { return tensors_; }
+    size_t num_params() const { return params_.size(); }
+    float* params() { return params_.data(); }
+    float* grads() { return grads_.data(); }
+    const float* params() const { return params_.data(); }
+    const float* grads() const { return grads_.data(); }
+    void zero_grad();
+    const LoraOptions& options() const { return options_; }
+
+  private:
+    LoraOptions options_;
+    std::vector<ParamTensor> tensors_;
+    std::vector<float> params_, grads_;
+};
+
+// QLoRA's base: every attention and MLP weight of model replaced by spec's codes (lm_head, embeddings and
+// norms stay fp32). Returns the bytes the codes and their scales take. check_spec's errors name the shape.
+size_t quantize_model_linears(Model& model, const QuantSpec& spec);
+
+}  // namespace llmq
