@@ -4,6 +4,7 @@
 //   ./train sample --ckpt PATH ...  generate text from a checkpoint
 //
 // What each include defines:
+//   adapters/lora.h      LoraAdapters: LoRA / QLoRA adapters on a frozen (quantized) base
 //   kernels/common.h     Error, LLMQ_CHECK, Rng (splitmix64), now_seconds
 //   layers/config.h      ModelConfig and the presets (tiny, 60m ... 7b)
 //   layers/model.h       Model: parameters, forward (loss or logits), backward, activations
@@ -24,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "adapters/lora.h"
 #include "kernels/common.h"
 #include "layers/config.h"
 #include "layers/model.h"
@@ -126,7 +128,12 @@ static int sample_main(int argc, char** argv) {
     std::string path = resolve_checkpoint_path(s.ckpt);
     CheckpointInfo info = read_checkpoint_info(path);
     Model model(info.config, 0);
-    load_checkpoint(path, model, nullptr);
+    // a LoRA / QLoRA run: the same adapters on the same (quantized) base, as its flags describe them
+    const TrainOptions trained = options_of_checkpoint(info);
+    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(model, trained);
+    AdapterSection adapters{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, nullptr};
+    load_checkpoint(path, model, nullptr, lora ? &adapters : nullptr);
+    quantize_method_base(model, trained);
 
     std::string vocab = s.vocab.empty() && s.encoding.empty() ? info.flag("vocab") : s.vocab;
     std::string encoding = s.encoding.empty() ? info.flag("encoding", "gpt2") : s.encoding;

@@ -178,3 +178,37 @@ TEST(Lora, AdapterCountsAndBadFlags) {
     expect_error([&] { train(full, quiet); }, {"latest.ckpt", "adapters", "--method"});
     fclose(quiet);
 }
+
+// What ./train sample does with a LoRA checkpoint: the flags stored in it rebuild the same adapters on the
+// same quantized base, the checkpoint fills them, and the model computes with the trained adapters.
+TEST(Lora, ACheckpointRebuildsItsAdaptersForSampling) {
+    const std::string data = make_corpus();
+    TrainOptions o = lora_run(data, "qlora");
+    o.steps = 6;
+    FILE* quiet = fopen("/dev/null", "w");
+    train(o, quiet);
+    fclose(quiet);
+    CheckpointInfo info = read_checkpoint_info(o.out + "/latest.ckpt");
+    const TrainOptions trained = options_of_checkpoint(info);
+    EXPECT_EQ(trained.method, "qlora");
+    EXPECT_EQ(trained.rank, 4);
+    // without its adapters the checkpoint does not load
+    Model plain(info.config, 0);
+    expect_error([&] { load_checkpoint(o.out + "/latest.ckpt", plain, nullptr, nullptr); }, {"holds adapters"});
+    Model sampled(info.config, 0), base(info.config, o.seed);  // base: the run's initial (= frozen) weights
+    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(sampled, trained);
+    ASSERT_TRUE(lora);
+    AdapterSection section{lora->params(), lora->num_params(), nullptr};
+    load_checkpoint(o.out + "/latest.ckpt", sampled, nullptr, &section);
+    EXPECT_GT(quantize_method_base(sampled, trained), 0u);
+    // B moved off zero, so the outputs are no longer the base model's
+    float b_max = 0;
+    for (size_t i = 1; i < lora->tensors().size(); i += 2)
+        for (size_t j = 0; j < lora->tensors()[i].size; j++)
+            b_max = std::max(b_max, std::fabs(lora->params()[lora->tensors()[i].offset + j]));
+    EXPECT_GT(b_max, 1e-4f);
+    const std::vector<float> a = logits_of(sampled), b = logits_of(base);
+    float diff = 0;
+    for (size_t i = 0; i < a.size(); i++) diff = std::max(diff, std::fabs(a[i] - b[i]));
+    EXPECT_GT(diff, 1e-3f);
+}

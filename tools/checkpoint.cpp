@@ -272,7 +272,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
     if (adapters) {
         LLMQ_CHECK(adapters->n == info.adapter_params, "%s: checkpoint has %llu adapter parameters, this run %zu (--rank, "
                    "--lora-targets)", path.c_str(), (unsigned long long)info.adapter_params, adapters->n);
-        LLMQ_CHECK(adapters->opt && info.adapter_optimizer == (adapters->opt->eight_bit() ? 2 : 1),
+        LLMQ_CHECK(!adapters->opt || info.adapter_optimizer == (adapters->opt->eight_bit() ? 2 : 1),
                    "%s: the adapters' optimizer state is %s, this run uses %s (--optimizer)", path.c_str(),
                    info.adapter_optimizer == 2 ? "8-bit AdamW" : info.adapter_optimizer == 1 ? "fp32 AdamW" : "absent",
                    adapters->opt && adapters->opt->eight_bit() ? "8-bit AdamW" : "fp32 AdamW");
@@ -309,7 +309,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
     if (adapters) {
         read_floats(adapters->params, adapters->n, "adapter parameters");
         read_optimizer((uint8_t)info.adapter_optimizer, info.adapter_optimizer_8bit_bytes, adapters->opt, adapters->n);
-        adapters->opt->set_steps_taken(info.adam_steps_taken);
+        if (adapters->opt) adapters->opt->set_steps_taken(info.adam_steps_taken);
     }
     uint64_t stored = 0;
     char end[8];

@@ -68,7 +68,7 @@ struct CheckpointInfo {
 struct AdapterSection {
     float* params = nullptr;  // (n)
     size_t n = 0;
-    AdamW* opt = nullptr;     // required
+    AdamW* opt = nullptr;     // saving: required; loading: null skips the state (sampling, export)
 };
 
 // Writes atomically (path.tmp then rename). Error naming the file on any failure; nothing is left under

@@ -216,6 +216,31 @@ std::string human_bytes(double b) {
 
 }  // namespace
 
+std::unique_ptr<LoraAdapters> attach_method_adapters(Model& model, const TrainOptions& o) {
+    if (o.method == "full") return nullptr;
+    return std::make_unique<LoraAdapters>(model, LoraOptions{o.rank, o.alpha, o.lora_targets}, o.seed ^ 0x10A4ull);
+}
+
+size_t quantize_method_base(Model& model, const TrainOptions& o, std::string* weights_used) {
+    const std::string weights = o.method == "qlora" && o.weights == "bf16" ? "nf4" : o.weights;
+    if (weights_used) *weights_used = weights;
+    if (weights == "bf16") return 0;
+    QuantSpec spec;
+    spec.format = parse_format(weights, "--weights");
+    spec.block = o.quant_block;
+    spec.double_quant = o.double_quant != 0;
+    return quantize_model_linears(model, spec);
+}
+
+TrainOptions options_of_checkpoint(const CheckpointInfo& info) {
+    TrainOptions o;
+    FlagSet flags;
+    add_train_flags(flags, o);
+    for (const auto& kv : info.flags)
+        if (flags.has(kv.first)) flags.set(kv.first, kv.second);
+    return o;
+}
+
 std::string describe_non_finite(Model& model, double loss) {
     std::vector<std::string> parts;
     if (!std::isfinite(loss)) {
@@ -315,9 +340,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     ocfg.grad_clip = o.grad_clip;
     ocfg.eight_bit = o.optimizer == "adamw8bit";
     // what trains: the model's own buffer (full), or the adapters' (lora, qlora) on the frozen base
-    std::unique_ptr<LoraAdapters> lora;
-    if (o.method != "full") lora = std::make_unique<LoraAdapters>(model, LoraOptions{o.rank, o.alpha, o.lora_targets},
-                                                                  o.seed ^ 0x10A4ull);
+    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(model, o);
     AdamW adam = lora ? AdamW(ocfg, lora->tensors()) : AdamW(ocfg, model.tensors());
     AdapterSection adapter_section{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, &adam};
     AdapterSection* adapters = lora ? &adapter_section : nullptr;
@@ -334,18 +357,11 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     }
     // QLoRA's base: quantized from the (initial, loaded or resumed: never trained) fp32 weights, so a resumed run
     // gets the same codes
-    size_t quant_bytes = 0;
-    const std::string weights = o.method == "qlora" && o.weights == "bf16" ? "nf4" : o.weights;
-    if (weights != "bf16") {
-        QuantSpec spec;
-        spec.format = parse_format(weights, "--weights");
-        spec.block = o.quant_block;
-        spec.double_quant = o.double_quant != 0;
-        quant_bytes = quantize_model_linears(model, spec);
-        fprintf(log, "base weights: %s, block %d%s: %s of codes and scales (%.3f bits per weight)\n", weights.c_str(),
-                o.quant_block, spec.double_quant ? ", double-quantized absmax" : "",
-                human_bytes((double)quant_bytes).c_str(), bits_per_weight(spec));
-    }
+    std::string weights;
+    const size_t quant_bytes = quantize_method_base(model, o, &weights);
+    if (quant_bytes)
+        fprintf(log, "base weights: %s, block %d%s: %s of codes and scales\n", weights.c_str(), o.quant_block,
+                o.double_quant ? ", double-quantized absmax" : "", human_bytes((double)quant_bytes).c_str());
     result.first_step = step;
     MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
     FlagValues flag_values;

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,16 @@ void add_train_flags(FlagSet& flags, TrainOptions& opts);
 void apply_checkpoint_flags(FlagSet& flags, const CheckpointInfo& info);
 // The model shape for opts (preset + overrides) with the given vocabulary; validated.
 ModelConfig model_config_for(const TrainOptions& opts, int vocab_size);
+
+class LoraAdapters;
+class Model;
+// --method lora|qlora: freezes model's base and attaches the adapters (null for --method full).
+std::unique_ptr<LoraAdapters> attach_method_adapters(Model& model, const TrainOptions& opts);
+// --weights (qlora: nf4 unless given): quantizes the attention and MLP weights; returns the bytes of their
+// codes and scales (0 when the base stays unquantized) and sets *weights_used to the format.
+size_t quantize_method_base(Model& model, const TrainOptions& opts, std::string* weights_used = nullptr);
+// The options a checkpoint was trained with (its stored flags over the defaults): for sampling and export.
+TrainOptions options_of_checkpoint(const CheckpointInfo& info);
 
 struct TrainResult {
     int64_t first_step = 0;     // the step the run started from (0, or the checkpoint's)
