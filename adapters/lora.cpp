@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../kernels/common.h"
+#include "../kernels/matmul.h"
 #include "../quant/quantized_weight.h"
 #include "../tools/hf_peft.h"
 
@@ -37,7 +38,7 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
         offset += t.size;
         tensors_.push_back(t);
     };
-    std::vector<Linear<float>*> chosen;
+    std::vector<Linear<float>*> chosen;  // (kept as adapted_ below)
     for (auto& [name, lin] : linears) {
         bool want = false;
         for (const std::string& t : targets) want = want || short_name(name) == t;
@@ -47,16 +48,11 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
         add("base_model.model." + name + ".lora_A.weight", o.rank, lin->in);
         add("base_model.model." + name + ".lora_B.weight", lin->out, o.rank);
         chosen.push_back(lin);
+        adapted_.emplace_back(name, lin);
     }
     params_.assign(offset, 0.0f);
     grads_.assign(offset, 0.0f);
-    // 2. init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)), B = 0
-    Rng rng(seed);
-    for (size_t i = 0; i < chosen.size(); i++) {
-        const ParamTensor& a = tensors_[2 * i];
-        const float bound = 1.0f / std::sqrt((float)chosen[i]->in);
-        for (size_t j = 0; j < a.size; j++) params_[a.offset + j] = bound * (2.0f * rng.uniform() - 1.0f);
-    }
+    init_factors(seed);
     // 3. freeze every base weight, attach the views
     for (auto& [name, lin] : linears) lin->dweight = nullptr;
     for (size_t i = 0; i < chosen.size(); i++) {
@@ -69,6 +65,29 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
         ad.dB = grads_.data() + tensors_[2 * i + 1].offset;
         chosen[i]->adapters.push_back(ad);
     }
+}
+
+// A ~ U(-1/sqrt(in), 1/sqrt(in)) (peft's kaiming_uniform with a = sqrt(5)), B = 0
+void LoraAdapters::init_factors(uint64_t seed) {
+    Rng rng(seed);
+    for (size_t i = 0; i < adapted_.size(); i++) {
+        const ParamTensor &a = tensors_[2 * i], &b = tensors_[2 * i + 1];
+        const float bound = 1.0f / std::sqrt((float)adapted_[i].second->in);
+        for (size_t j = 0; j < a.size; j++) params_[a.offset + j] = bound * (2.0f * rng.uniform() - 1.0f);
+        std::fill(params_.begin() + b.offset, params_.begin() + b.offset + b.size, 0.0f);
+    }
+}
+
+void LoraAdapters::merge_into_base_and_reinit(uint64_t seed) {
+    for (size_t i = 0; i < adapted_.size(); i++) {
+        auto& [name, lin] = adapted_[i];
+        LLMQ_CHECK(!lin->quant && lin->weight, "LoRA merge: %s has a quantized base; merging needs an fp32 one",
+                   name.c_str());
+        const LoraAdapter<float>& a = lin->adapters.back();  // ours: attached last, one per module
+        // W (out,in) += scale B (out,r) A (r,in)
+        gemm_cpu(false, false, lin->out, lin->in, a.rank, a.scale, a.B, a.rank, a.A, lin->in, 1.0f, lin->weight, lin->in);
+    }
+    init_factors(seed);
 }
 
 void LoraAdapters::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }

@@ -16,8 +16,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "../layers/linear.h"
 #include "../layers/model.h"
 #include "../quant/formats.h"
 
@@ -48,8 +50,15 @@ class LoraAdapters {
     void zero_grad();
     const LoraOptions& options() const { return options_; }
 
+    // A ~ U(-1/sqrt(in), 1/sqrt(in)) from Rng(seed), B = 0: the adapters add nothing until trained.
+    void init_factors(uint64_t seed);
+    // W += s B A for every adapted Linear (an fp32 base only; Error naming a quantized one), then the adapters
+    // are re-initialised from seed: the model computes what it did (up to fp32 rounding), with fresh adapters.
+    void merge_into_base_and_reinit(uint64_t seed);
+
   private:
     LoraOptions options_;
+    std::vector<std::pair<std::string, Linear<float>*>> adapted_;  // the modules, in tensor order (A, B each)
     std::vector<ParamTensor> tensors_;
     std::vector<float> params_, grads_;
 };

@@ -3,6 +3,7 @@
 // kernels/adamw.h; weight decay is switched per tensor by ParamTensor::decay (2-D weights only).
 #include "optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../kernels/adamw.h"
@@ -43,9 +44,38 @@ AdamW::AdamW(const OptimizerConfig& config, const std::vector<ParamTensor>& tens
                             config.beta2, config.eps, config.weight_decay, config.grad_clip, false},
             config.eight_bit ? 0 : num_params_of(tensors)) {
     config_.eight_bit = config.eight_bit;
-    if (!config.eight_bit) return;
     tensors_ = tensors;
+    if (!config.eight_bit) return;
     for (const ParamTensor& t : tensors) states_.push_back(adam8bit_init((int64_t)t.size));
+}
+
+void AdamW::prune_state(float fraction) {
+    LLMQ_CHECK(fraction >= 0 && fraction <= 1, "optimizer: prune fraction %g must lie in [0, 1]", fraction);
+    if (config_.eight_bit) {
+        for (Adam8bitState& s : states_) s = adam8bit_init(s.n);
+        return;
+    }
+    if (fraction <= 0) return;
+    // one threshold per tensor (the whole buffer when built from a count, without a layout)
+    auto prune = [fraction](float* x, size_t n) {
+        if (n == 0) return;
+        std::vector<float> mag(x, x + n);
+        for (float& v : mag) v = std::fabs(v);
+        const size_t k = std::min(n - 1, (size_t)(fraction * n));
+        std::nth_element(mag.begin(), mag.begin() + k, mag.end());
+        const float threshold = mag[k];
+        for (size_t i = 0; i < n; i++)
+            if (std::fabs(x[i]) < threshold || fraction >= 1) x[i] = 0.0f;
+    };
+    auto prune_tensor = [&](size_t offset, size_t n) {
+        prune(m_.data() + offset, n);
+        prune(v_.data() + offset, n);
+        // an element whose v was zeroed must not keep its m: m / (sqrt(v) + eps) would step by m / eps
+        for (size_t i = offset; i < offset + n; i++)
+            if (v_[i] == 0.0f) m_[i] = 0.0f;
+    };
+    if (tensors_.empty()) prune_tensor(0, m_.size());
+    for (const ParamTensor& t : tensors_) prune_tensor(t.offset, t.size);
 }
 
 size_t AdamW::state_bytes() const {
@@ -84,7 +114,7 @@ float AdamW::step(float* params, const float* grads, size_t n, const std::vector
     const float norm = (float)std::sqrt(sum_squares_cpu(grads, n));
     LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
     const float clip_scale = (config_.grad_clip > 0 && norm > config_.grad_clip) ? config_.grad_clip / norm : 1.0f;
-    const float lr = lr_at_step(config_, step);
+    const float lr = lr_at_step(config_, step) * lr_scale_;
     for (size_t i = 0; i < tensors.size(); i++) {
         const ParamTensor& t = tensors[i];
         const float wd = t.decay ? config_.weight_decay : 0.0f;

@@ -44,6 +44,12 @@ class AdamW {
     // The same on any buffer: params (n) from grads (n) carved into tensors (the layout this AdamW was built for).
     float step(float* params, const float* grads, size_t n, const std::vector<ParamTensor>& tensors, int step);
     bool eight_bit() const { return config_.eight_bit; }
+    // A factor on the schedule's lr for the next steps (ReLoRA's jagged re-warmup); 1 by default.
+    void set_lr_scale(float s) { lr_scale_ = s; }
+    // Zeroes every moment whose magnitude is below the `fraction` quantile of its tensor's (m and v apart; an
+    // element whose v is zeroed loses its m too, so no step divides a kept m by a zero v):
+    // ReLoRA's optimizer-state pruning at a reset. 8-bit states are reset whole (their blocks share scales).
+    void prune_state(float fraction);
     size_t state_bytes() const;  // bytes of the moments as held in memory (8 per parameter in fp32)
     // The 8-bit states in checkpoint form (adam8bit_serialize per tensor, in layout order), and back. load
     // checks every state against the tensor it belongs to; errors name `what` (the checkpoint file).
@@ -61,9 +67,10 @@ class AdamW {
   private:
     OptimizerConfig config_;
     std::vector<float> m_, v_;            // fp32 mode
-    std::vector<ParamTensor> tensors_;    // 8-bit mode: the layout, and one state per tensor
+    std::vector<ParamTensor> tensors_;    // the layout (when built from one); 8-bit mode: one state per tensor
     std::vector<Adam8bitState> states_;
     int t_ = 0;  // number of updates applied (bias correction uses t_ + 1)
+    float lr_scale_ = 1.0f;
 };
 
 }  // namespace llmq

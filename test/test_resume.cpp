@@ -119,13 +119,14 @@ TEST(Resume, BitIdenticalWith8bitAdamW) {
     EXPECT_GT(info.optimizer_8bit_bytes, 0u);
 }
 
-TEST(Resume, BitIdenticalWithLoraAndQlora) {
+TEST(Resume, BitIdenticalWithLoraQloraAndRelora) {
     std::string data = make_corpus();
-    for (const char* method : {"lora", "qlora"}) {
+    for (const char* method : {"lora", "qlora", "relora"}) {
         TrainOptions o = small_run(data, temp_dir("resume_out") + "/" + method);
         o.method = method;
         o.rank = 4;
         o.lr = 2e-2f;
+        o.relora_every = 3;  // merges after steps 3 and 6: one before the resume at 4, one after
         expect_resume_exact(o);
         EXPECT_GT(read_checkpoint_info(o.out + "/ckpt_step_000008.ckpt").adapter_params, 0u);
     }

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "../adapters/lora.h"
+#include "../adapters/relora.h"
 #include "../kernels/common.h"
 #include "../layers/model.h"
 #include "../layers/optimizer.h"
@@ -49,7 +50,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("optimizer", &o.optimizer, "AdamW with fp32 states (8 bytes/param) or block-wise 8-bit states (~2.03)",
           {"adamw", "adamw8bit"});
     f.add("method", &o.method, "what trains: full (every weight), lora (adapters on the frozen base), qlora (adapters "
-          "on the quantized base)", {"full", "lora", "qlora"});
+          "on the quantized base), relora (lora merged into the base every --relora-every steps)",
+          {"full", "lora", "qlora", "relora"});
     f.add("rank", &o.rank, "LoRA rank r");
     f.add("alpha", &o.alpha, "LoRA alpha: adapters add (alpha / r) B A x");
     f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
@@ -58,6 +60,9 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("quant-block", &o.quant_block, "quantization block (nf4/fp4, over the flattened weight) or group (int, along "
           "the input) size");
     f.add("double-quant", &o.double_quant, "1: quantize the nf4/fp4 absmax too (bnb's nested quantization)");
+    f.add("relora-every", &o.relora_every, "relora: merge the adapters into the base and restart them every N steps");
+    f.add("relora-rewarmup", &o.relora_rewarmup, "relora: re-warm the lr linearly over N steps after each merge");
+    f.add("relora-prune", &o.relora_prune, "relora: fraction of the adapters' optimizer state zeroed at each merge");
     f.add("on-nan", &o.on_nan, "on a non-finite loss or gradient: stop (exit 1) or skip the step", {"stop", "skip"});
     f.add("device", &o.device, "where to train (auto: cuda when a GPU and the CUDA backend exist)",
           {"auto", "cpu", "cuda"});
@@ -118,6 +123,12 @@ void check_options(const TrainOptions& o) {
                "--weights %s: a quantized base is frozen, so --method full would train nothing of it; use --method "
                "qlora (or lora)", o.weights.c_str());
     LLMQ_CHECK(o.double_quant == 0 || o.double_quant == 1, "--double-quant %d must be 0 or 1", o.double_quant);
+    LLMQ_CHECK(o.method != "relora" || o.weights == "bf16",
+               "--method relora merges the adapters into the base, which needs it unquantized: drop --weights %s",
+               o.weights.c_str());
+    LLMQ_CHECK(o.relora_every > 0, "--relora-every %d must be positive", o.relora_every);
+    LLMQ_CHECK(o.relora_rewarmup >= 0, "--relora-rewarmup %d must not be negative", o.relora_rewarmup);
+    LLMQ_CHECK(o.relora_prune >= 0 && o.relora_prune <= 1, "--relora-prune %g must lie in [0, 1]", o.relora_prune);
     LLMQ_CHECK(o.log_every > 0, "--log-every %d must be positive", o.log_every);
     for (auto [name, v] : {std::pair<const char*, int>{"eval-every", o.eval_every}, {"val-batches", o.val_batches},
                            {"ckpt-every", o.ckpt_every}, {"ckpt-keep-every", o.ckpt_keep_every},
@@ -462,7 +473,10 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         loss /= o.grad_accum;
         bool finite = std::isfinite(loss) && (lora ? all_finite(lora->grads(), lora->num_params())
                                                     : all_finite(model.grads(), model.num_params()));
-        float lr = lr_at_step(ocfg, (int)step), norm = NAN;
+        const ReloraOptions relora{o.relora_every, o.relora_rewarmup, o.relora_prune};
+        const float lr_scale = o.method == "relora" ? relora_lr_scale(relora, (int)step) : 1.0f;
+        adam.set_lr_scale(lr_scale);
+        float lr = lr_at_step(ocfg, (int)step) * lr_scale, norm = NAN;
         if (!finite) {
             std::string what = describe_non_finite(model, loss);
             LLMQ_CHECK(o.on_nan == "skip", "step %lld: %s; stopping (--on-nan skip skips such steps)",
@@ -472,6 +486,10 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         } else {
             norm = lora ? adam.step(lora->params(), lora->grads(), lora->num_params(), lora->tensors(), (int)step)
                         : adam.step(model, (int)step);
+        }
+        if (o.method == "relora" && relora_merges_after(relora, (int)step)) {
+            relora_merge(*lora, adam, relora, (int)step, o.seed);
+            fprintf(log, "step %lld: relora merged the adapters into the base and restarted them\n", (long long)step + 1);
         }
         double dt = now_seconds() - t0;
         double tokens_per_s = (double)B * T * o.grad_accum / dt;

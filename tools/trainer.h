@@ -54,6 +54,8 @@ struct TrainOptions {
     std::string weights = "bf16";  // base weight format: bf16 (unquantized; fp32 on the CPU) or nf4|fp4|int4|int3|int2
     int quant_block = 64;
     int double_quant = 0;
+    int relora_every = 100, relora_rewarmup = 10;  // --method relora: merge every K steps, lr re-warmup
+    float relora_prune = 0.99f;                    // fraction of the adapters' optimizer state zeroed at a merge
     std::string on_nan = "stop";
     // machine
     std::string device = "auto";
