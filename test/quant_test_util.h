@@ -9,20 +9,9 @@
 #include <vector>
 
 #include "../kernels/common.h"
+#include "test_util.h"
 
 namespace llmq_test {
-
-// Runs f, expecting an llmq::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<const char*> parts) {
-    try {
-        f();
-        ADD_FAILURE() << "no llmq::Error thrown";
-    } catch (const llmq::Error& e) {
-        for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-            << "message '" << e.what() << "' lacks '" << p << "'";
-    }
-}
 
 inline std::vector<float> normal_vector(llmq::Rng& rng, size_t n, float stddev = 1.0f) {
     std::vector<float> v(n);

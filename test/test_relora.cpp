@@ -31,20 +31,8 @@ ModelConfig small_config() {
     return c;
 }
 
-std::vector<float> logits_of(Model& m) {
-    const int T = 10, V = m.config().vocab_size;
-    Rng rng(8);
-    std::vector<int> tokens(T);
-    for (int& t : tokens) t = (int)rng.below(V);
-    m.forward(tokens.data(), nullptr, 1, T);
-    return std::vector<float>(m.logits(), m.logits() + (size_t)T * V);
-}
 
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-    float d = 0;
-    for (size_t i = 0; i < a.size(); i++) d = std::max(d, std::fabs(a[i] - b[i]));
-    return d;
-}
+std::vector<float> logits_of(Model& m) { return logits_on_random_tokens(m, 10, 8); }
 
 }  // namespace
 
@@ -121,11 +109,7 @@ TEST(Relora, JaggedScheduleRewarmsAfterEachMerge) {
 }
 
 TEST(Relora, TrainMergesOnScheduleAndRefusesAQuantizedBase) {
-    std::string data = temp_dir("relora_data");
-    Rng rng(41);
-    std::vector<uint32_t> train_ids = markov_tokens(rng, 6000, 64), val = markov_tokens(rng, 1200, 64);
-    write_shard(data + "/syn_train_000000.bin", train_ids.data(), train_ids.size(), 64, 0);
-    write_shard(data + "/syn_val_000000.bin", val.data(), val.size(), 64, 0);
+    const std::string data = markov_corpus("relora_data", 41, 6000, 1200, 64);
     TrainOptions o;
     o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
     o.data = data;

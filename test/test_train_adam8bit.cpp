@@ -17,14 +17,7 @@ using namespace llmq_test;
 
 namespace {
 
-std::string make_corpus() {
-    std::string dir = temp_dir("a8_data");
-    Rng rng(29);
-    std::vector<uint32_t> train = markov_tokens(rng, 6000, 64), val = markov_tokens(rng, 1200, 64);
-    write_shard(dir + "/syn_train_000000.bin", train.data(), train.size(), 64, 0);
-    write_shard(dir + "/syn_val_000000.bin", val.data(), val.size(), 64, 0);
-    return dir;
-}
+std::string make_corpus() { return markov_corpus("a8_data", 29, 6000, 1200, 64); }
 
 TrainOptions run_with(const std::string& data, const std::string& optimizer) {
     TrainOptions o;

@@ -14,6 +14,7 @@
 
 #include "../kernels/common.h"
 #include "../tools/shard.h"
+#include "test_util.h"
 
 namespace llmq_test {
 
@@ -53,6 +54,17 @@ inline std::vector<uint32_t> markov_tokens(llmq::Rng& rng, size_t n, uint32_t vo
         x = prev;
     }
     return v;
+}
+
+// A scratch directory with one train and one val shard of Markov tokens (markov_tokens) over vocab.
+inline std::string markov_corpus(const char* tag, uint64_t seed, size_t train_tokens, size_t val_tokens,
+                                 uint32_t vocab) {
+    std::string dir = temp_dir(tag);
+    llmq::Rng rng(seed);
+    std::vector<uint32_t> train = markov_tokens(rng, train_tokens, vocab), val = markov_tokens(rng, val_tokens, vocab);
+    llmq::write_shard(dir + "/syn_train_000000.bin", train.data(), train.size(), vocab, 0);
+    llmq::write_shard(dir + "/syn_val_000000.bin", val.data(), val.size(), vocab, 0);
+    return dir;
 }
 
 struct RunResult {

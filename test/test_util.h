@@ -1,0 +1,46 @@
+// test_util: helpers every kind of test uses: expecting an llmq::Error with given words, and the logits of a
+// model on a fixed random sequence.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../kernels/common.h"
+#include "../layers/model.h"
+
+namespace llmq_test {
+
+// Runs f, expecting an llmq::Error whose message contains every one of `parts`.
+template <typename F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+    try {
+        f();
+        ADD_FAILURE() << "no llmq::Error thrown; expected one with '" << *parts.begin() << "'";
+    } catch (const llmq::Error& e) {
+        for (const std::string& p : parts)
+            EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message '" << e.what() << "' lacks '" << p << "'";
+    }
+}
+
+// Logits (T, V) of model on T tokens drawn from Rng(seed): the same sequence for every model of a test.
+inline std::vector<float> logits_on_random_tokens(llmq::Model& m, int T, uint64_t seed) {
+    const int V = m.config().vocab_size;
+    llmq::Rng rng(seed);
+    std::vector<int> tokens(T);
+    for (int& t : tokens) t = (int)rng.below(V);
+    m.forward(tokens.data(), nullptr, 1, T);
+    return std::vector<float>(m.logits(), m.logits() + (size_t)T * V);
+}
+
+inline float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float d = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, std::fabs(a[i] - b[i]));
+    return d;
+}
+
+}  // namespace llmq_test
