@@ -128,12 +128,8 @@ static int sample_main(int argc, char** argv) {
     std::string path = resolve_checkpoint_path(s.ckpt);
     CheckpointInfo info = read_checkpoint_info(path);
     Model model(info.config, 0);
-    // a LoRA / QLoRA run: the same adapters on the same (quantized) base, as its flags describe them
-    const TrainOptions trained = options_of_checkpoint(info);
-    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(model, trained);
-    AdapterSection adapters{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, nullptr};
-    load_checkpoint(path, model, nullptr, lora ? &adapters : nullptr);
-    quantize_method_base(model, trained);
+    // a LoRA / QLoRA / ReLoRA run: the same adapters on the same (quantized) base, as its flags describe them
+    std::unique_ptr<LoraAdapters> lora = load_checkpoint_for_inference(path, info, model);
 
     std::string vocab = s.vocab.empty() && s.encoding.empty() ? info.flag("vocab") : s.vocab;
     std::string encoding = s.encoding.empty() ? info.flag("encoding", "gpt2") : s.encoding;

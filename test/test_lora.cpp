@@ -11,6 +11,7 @@
 #include "../adapters/lora.h"
 #include "../layers/model.h"
 #include "../tools/checkpoint.h"
+#include "../tools/hf_llama.h"
 #include "../tools/hf_peft.h"
 #include "../tools/json.h"
 #include "../tools/trainer.h"
@@ -184,4 +185,23 @@ TEST(Lora, ACheckpointRebuildsItsAdaptersForSampling) {
             b_max = std::max(b_max, std::fabs(lora->params()[lora->tensors()[i].offset + j]));
     EXPECT_GT(b_max, 1e-4f);
     EXPECT_GT(max_abs_diff(logits_of(sampled), logits_of(base)), 1e-3f);
+}
+
+// ./convert llmq-to-hf on an adapter checkpoint writes the merged model: its logits equal the adapter model's.
+TEST(Lora, ConvertExportsAnAdapterCheckpointMerged) {
+    const std::string data = make_corpus();
+    TrainOptions o = lora_run(data, "qlora");
+    o.steps = 4;
+    FILE* quiet = fopen("/dev/null", "w");
+    train(o, quiet);
+    fclose(quiet);
+    const std::string ckpt = o.out + "/latest.ckpt", dir = temp_dir("lora_hf");
+    RunResult r = run_command("./convert llmq-to-hf " + ckpt + " " + dir);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    CheckpointInfo info = read_checkpoint_info(ckpt);
+    Model adapted(info.config, 0);
+    std::unique_ptr<LoraAdapters> lora = load_checkpoint_for_inference(ckpt, info, adapted);
+    ASSERT_TRUE(lora);
+    HfModel merged = load_hf_llama(dir);
+    EXPECT_LT(max_abs_diff(logits_of(*merged.model), logits_of(adapted)), 1e-5f);
 }

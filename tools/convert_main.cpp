@@ -13,7 +13,7 @@
 //                                         a target may carry its own rank and alpha: model.layers.0.mlp.up_proj:2:3
 //   ./convert hf-to-llmq IN_DIR OUT.ckpt  an HF directory as an llmq checkpoint (weights only, step 0): for
 //                                         ./train sample; to train from HF weights use ./train --init-from
-//   ./convert llmq-to-hf CKPT OUT_DIR [--dtype bf16|f16|f32]
+//   ./convert llmq-to-hf CKPT OUT_DIR [--dtype bf16|f16|f32]   (an adapter run: the merged model)
 //                                         an llmq checkpoint (a file, DIR or DIR/latest) as an HF directory
 //                                         (default f32: exact)
 #include <cerrno>
@@ -27,6 +27,8 @@
 #include "checkpoint.h"
 #include "hf_llama.h"
 #include "hf_peft.h"
+#include "trainer.h"
+#include "../adapters/lora.h"
 
 using namespace llmq;
 
@@ -183,8 +185,10 @@ void llmq_to_hf(const Args& a) {
     const std::string path = resolve_checkpoint_path(a.positional[0]);
     const CheckpointInfo info = read_checkpoint_info(path);
     Model model(info.config, 0);
-    load_checkpoint(path, model, nullptr);
-    save_hf_llama(a.positional[1], model, dtype);
+    // an adapter run exports merged: W (dequantized when the base was quantized) + s B A, a plain HF model
+    std::unique_ptr<LoraAdapters> lora = load_checkpoint_for_inference(path, info, model);
+    if (lora) save_hf_llama_merged(a.positional[1], model, dtype);
+    else save_hf_llama(a.positional[1], model, dtype);
     printf("wrote %s (%s, %s, step %lld of %s)\n", a.positional[1].c_str(), info.config.describe().c_str(),
            dtype_name(dtype), (long long)info.state.step, path.c_str());
 }

@@ -252,6 +252,16 @@ TrainOptions options_of_checkpoint(const CheckpointInfo& info) {
     return o;
 }
 
+std::unique_ptr<LoraAdapters> load_checkpoint_for_inference(const std::string& path, const CheckpointInfo& info,
+                                                            Model& model) {
+    const TrainOptions trained = options_of_checkpoint(info);
+    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(model, trained);
+    AdapterSection adapters{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, nullptr};
+    load_checkpoint(path, model, nullptr, lora ? &adapters : nullptr);
+    quantize_method_base(model, trained);
+    return lora;
+}
+
 std::string describe_non_finite(Model& model, double loss) {
     std::vector<std::string> parts;
     if (!std::isfinite(loss)) {

@@ -87,6 +87,11 @@ std::unique_ptr<LoraAdapters> attach_method_adapters(Model& model, const TrainOp
 size_t quantize_method_base(Model& model, const TrainOptions& opts, std::string* weights_used = nullptr);
 // The options a checkpoint was trained with (its stored flags over the defaults): for sampling and export.
 TrainOptions options_of_checkpoint(const CheckpointInfo& info);
+// Loads a checkpoint's weights into model (built from info.config) for inference or export: a LoRA / QLoRA /
+// ReLoRA run's adapters are rebuilt from its flags and filled, its base quantized as trained. Returns the
+// adapters (null for a full run); keep them alive while the model is used.
+std::unique_ptr<LoraAdapters> load_checkpoint_for_inference(const std::string& path, const CheckpointInfo& info,
+                                                            Model& model);
 
 struct TrainResult {
     int64_t first_step = 0;     // the step the run started from (0, or the checkpoint's)
