@@ -38,7 +38,6 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
         offset += t.size;
         tensors_.push_back(t);
     };
-    std::vector<Linear<float>*> chosen;  // (kept as adapted_ below)
     for (auto& [name, lin] : linears) {
         bool want = false;
         for (const std::string& t : targets) want = want || short_name(name) == t;
@@ -47,15 +46,14 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
                    name.c_str(), lin->out, lin->in);
         add("base_model.model." + name + ".lora_A.weight", o.rank, lin->in);
         add("base_model.model." + name + ".lora_B.weight", lin->out, o.rank);
-        chosen.push_back(lin);
         adapted_.emplace_back(name, lin);
     }
     params_.assign(offset, 0.0f);
     grads_.assign(offset, 0.0f);
-    init_factors(seed);
+    init_factors(seed);  // 2. A drawn, B = 0
     // 3. freeze every base weight, attach the views
     for (auto& [name, lin] : linears) lin->dweight = nullptr;
-    for (size_t i = 0; i < chosen.size(); i++) {
+    for (size_t i = 0; i < adapted_.size(); i++) {
         LoraAdapter<float> ad;
         ad.rank = o.rank;
         ad.scale = o.alpha / o.rank;
@@ -63,7 +61,7 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
         ad.dA = grads_.data() + tensors_[2 * i].offset;
         ad.B = params_.data() + tensors_[2 * i + 1].offset;
         ad.dB = grads_.data() + tensors_[2 * i + 1].offset;
-        chosen[i]->adapters.push_back(ad);
+        adapted_[i].second->adapters.push_back(ad);
     }
 }
 
