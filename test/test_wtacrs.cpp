@@ -181,3 +181,28 @@ void check_linear() {
 }
 TEST(WtaCrs, LinearExactInputGradUnbiasedWeightGradFloat) { check_linear<float>(); }
 TEST(WtaCrs, LinearExactInputGradUnbiasedWeightGradDouble) { check_linear<double>(); }
+
+// (e) a short in-process training run with --wtacrs 0.3 on every Linear: it runs and its loss falls
+#include "../tools/shard.h"
+#include "../tools/trainer.h"
+#include "train_test_util.h"
+
+TEST(WtaCrs, TrainingRunWithSamplerLossFalls) {
+    std::string data = llmq_test::temp_dir("wtacrs_data"), out = llmq_test::temp_dir("wtacrs_out");
+    Rng rng(41);
+    std::vector<uint32_t> tr = llmq_test::markov_tokens(rng, 3000, 64), va = llmq_test::markov_tokens(rng, 300, 64);
+    write_shard(data + "/syn_train_000000.bin", tr.data(), tr.size(), 64, 0);
+    write_shard(data + "/syn_val_000000.bin", va.data(), va.size(), 64, 0);
+    TrainOptions o;
+    o.data = data, o.out = out, o.encoding = "none", o.dim = 32, o.ffn_dim = 64, o.n_layers = 2, o.n_heads = 2;
+    o.n_kv_heads = 1, o.max_seq_len = 32, o.batch = 4, o.seq = 16, o.threads = 1, o.sample_tokens = 0;
+    o.steps = 30, o.lr = 1e-2f, o.warmup = 3, o.log_every = 100, o.wtacrs = 0.3f, o.wtacrs_layers = "all";
+    FILE* devnull = fopen("/dev/null", "w");
+    TrainResult r = train(o, devnull);
+    fclose(devnull);
+    ASSERT_EQ((int)r.losses.size(), 30);
+    double first = (r.losses[0] + r.losses[1] + r.losses[2]) / 3, last = (r.losses[27] + r.losses[28] + r.losses[29]) / 3;
+    EXPECT_LT(last, first - 0.3) << first << " -> " << last;
+    o.wtacrs_layers = "mlp,bogus";
+    EXPECT_THROW(train(o, stdout), Error);
+}
