@@ -98,6 +98,7 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
         std::fill(dw, dw + n, Real(0));
     }
     if (sampler) {
+        sampler->observe_output_grad(dout, N, out);
         const size_t k = sample_rows_.size();
         sample_dout_.resize(k * out);
         for (size_t i = 0; i < k; i++) {

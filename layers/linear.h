@@ -22,7 +22,7 @@
 //         k of the N rows of X with weights w_i so that sum_i w_i dY_i^T X_i is unbiased; only those k rows
 //         are kept (k*in instead of N*in), and the backward forms the weight gradient from them. The
 //         gathering and weighted product are implemented here (tested against the hand-written weighted
-//         sum); the WTA-CRS selection itself (winners + residual draws) is work to come.
+//         sum); the WTA-CRS selection itself (winners + residual draws) is layers/wtacrs.h.
 //      b) delivery: accumulate into `dweight`, or IMMEDIATE: the gradient of this backward is formed in a
 //         layer-sized scratch and handed to `on_weight_grad(W, dW, n)` at once, which updates W in place
 //         (SGD/AdamW with per-layer state). The input gradient is computed BEFORE the callback, with the
@@ -74,6 +74,9 @@ struct RowSampler {
     // inp (N,C). Fills rows (k indices in [0,N)) and weights (k) such that
     // sum_i weights[i] * dout[rows[i]]^T inp[rows[i]] is an unbiased estimate of dout^T inp for any dout.
     virtual void select(const Real* inp, int N, int C, std::vector<int>& rows, std::vector<Real>& weights) = 0;
+    // Called by Linear::backward with the layer's real output gradient dout (N,OC) before the weight gradient
+    // is formed, so a sampler can learn the ||dY_i|| it has to guess at the next forward (WTA-CRS).
+    virtual void observe_output_grad(const Real* dout, int N, int OC) {}
 };
 
 // The immediate-update callback (4b): param (n) is updated in place from grad (n), this layer's full
@@ -107,6 +110,8 @@ class Linear {
     void backward(Real* dinp, const Real* dout, const Real* inp, int N);
 
     size_t scratch_bytes() const;  // what this layer holds beyond its views (dequantized weight, samples, ...)
+    // Bytes of the input rows the sampler kept at the last forward (k*in), 0 without a sampler.
+    size_t kept_sample_bytes() const { return sizeof(Real) * sample_inp_.size(); }
 
   private:
     const Real* base_weight();  // weight, or the dequantized copy in dequant_

@@ -17,6 +17,7 @@
 #include "../layers/model.h"
 #include "../layers/optimizer.h"
 #include "../layers/model_core.h"
+#include "../layers/wtacrs.h"
 #include "dataloader.h"
 #include "hf_llama.h"
 #include "hf_peft.h"
@@ -79,6 +80,9 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("sample-every", &o.sample_every, "print a sample every N steps (0: only at the end)");
     f.add("sample-tokens", &o.sample_tokens, "tokens per sample (0: no samples)");
     f.add("seed", &o.seed, "seed of the init, the data order and the samples");
+    f.add("wtacrs", &o.wtacrs, "WTA-CRS: keep this fraction of rows for sampled weight gradients (0: off, exact)");
+    f.add("wtacrs-layers", &o.wtacrs_layers, "Linears sampled by --wtacrs: comma list of attn-out, mlp, qkv, all, "
+          "or q,k,v,o,gate,up,down");
 }
 
 void apply_checkpoint_flags(FlagSet& flags, const CheckpointInfo& info) {
@@ -134,6 +138,31 @@ void check_options(const TrainOptions& o) {
                            {"ckpt-every", o.ckpt_every}, {"ckpt-keep-every", o.ckpt_keep_every},
                            {"sample-every", o.sample_every}, {"sample-tokens", o.sample_tokens}})
         LLMQ_CHECK(v >= 0, "--%s %d must not be negative", name, v);
+    LLMQ_CHECK(o.wtacrs >= 0 && o.wtacrs <= 1, "--wtacrs %g must be in [0, 1] (0: off)", o.wtacrs);
+}
+
+// --wtacrs-layers as module short names (q,k,v,o,gate,up,down); an unknown name is an error naming the flag.
+std::vector<std::string> wtacrs_modules(const std::string& spec) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= spec.size()) {
+        size_t end = spec.find(',', start);
+        if (end == std::string::npos) end = spec.size();
+        std::string name = spec.substr(start, end - start);
+        std::vector<std::string> add;
+        if (name == "attn-out") add = {"o"};
+        else if (name == "mlp") add = {"gate", "up", "down"};
+        else if (name == "qkv") add = {"q", "k", "v"};
+        else if (name == "all") add = {"q", "k", "v", "o", "gate", "up", "down"};
+        else if (name == "q" || name == "k" || name == "v" || name == "o" || name == "gate" || name == "up" ||
+                 name == "down") add = {name};
+        else LLMQ_CHECK(false, "--wtacrs-layers: unknown layer '%s' (attn-out, mlp, qkv, all, q, k, v, o, gate, up, down)",
+                        name.c_str());
+        for (const std::string& a : add)
+            if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+        start = end + 1;
+    }
+    return out;
 }
 
 // Bytes of activations for (B,T): per layer the saved inputs of each op (norms, q/k/v, attention
@@ -384,6 +413,27 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         fprintf(log, "base weights: %s, block %d%s: %s of codes and scales\n", weights.c_str(), o.quant_block,
                 o.double_quant ? ", double-quantized absmax" : "", human_bytes((double)quant_bytes).c_str());
     result.first_step = step;
+    // WTA-CRS: one sampler per chosen Linear, seeded from --seed and the layer. Its Rng and ||dY|| proxy are
+    // not checkpointed yet, so a resumed run could not be bit-identical: refuse instead.
+    size_t wtacrs_count = 0;
+    if (o.wtacrs > 0) {
+        LLMQ_CHECK(ckpt_path.empty(), "--resume with --wtacrs %g: the samplers' state is not checkpointed yet, so the "
+                   "run would not continue bit-identically; resume with --wtacrs 0 or start afresh", o.wtacrs);
+        std::vector<std::string> mods = wtacrs_modules(o.wtacrs_layers);
+        auto& layers = model.core().layers();
+        for (size_t li = 0; li < layers.size(); li++) {
+            TransformerLayer<float>& L = layers[li];
+            std::vector<std::pair<const char*, Linear<float>*>> all = {{"q", &L.q},       {"k", &L.k},   {"v", &L.v},
+                                                                       {"o", &L.o},       {"gate", &L.gate},
+                                                                       {"up", &L.up},     {"down", &L.down}};
+            for (size_t m = 0; m < all.size(); m++)
+                if (std::find(mods.begin(), mods.end(), all[m].first) != mods.end()) {
+                    uint64_t seed = o.seed ^ (0xC2B2AE3D27D4EB4Full * (li * all.size() + m + 1));
+                    all[m].second->sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
+                    wtacrs_count++;
+                }
+        }
+    }
     MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
     FlagValues flag_values;
     {
@@ -401,6 +451,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             o.grad_accum, B * T * o.grad_accum, o.steps, o.lr, omp_get_max_threads());
     if (!ckpt_path.empty()) fprintf(log, "resumed from %s at step %lld\n", ckpt_path.c_str(), (long long)step);
     if (init_from_hf) fprintf(log, "initialised from %s\n", o.init_from.c_str());
+    if (wtacrs_count)
+        fprintf(log, "wtacrs: ratio %g on %zu Linears (%s); the full inputs stay saved for other ops' backward, so the "
+                "kept rows add memory (mem_activations includes them)\n", o.wtacrs, wtacrs_count, o.wtacrs_layers.c_str());
 
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     int val_batch_count = 0;
@@ -503,13 +556,18 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         }
         double dt = now_seconds() - t0;
         double tokens_per_s = (double)B * T * o.grad_accum / dt;
+        // activations include the Linears' scratch and WTA-CRS's kept rows (reported apart too)
         const size_t act_bytes = model.activation_bytes();
+        size_t kept = 0;
+        for (auto& L : model.core().layers())
+            for (const Linear<float>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) kept += lin->kept_sample_bytes();
         size_t mem = weight_bytes + grad_bytes + optimizer_bytes + act_bytes;
         result.losses.push_back((float)loss);
         metrics.log({{"step", (double)step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                      {"tokens_per_s", tokens_per_s}, {"mem_bytes", (double)mem},
                      {"mem_weights", (double)weight_bytes}, {"mem_grads", (double)grad_bytes},
-                     {"mem_optimizer", (double)optimizer_bytes}, {"mem_activations", (double)act_bytes}, {"step_s", dt},
+                     {"mem_optimizer", (double)optimizer_bytes}, {"mem_activations", (double)act_bytes},
+                     {"wtacrs_kept_bytes", (double)kept}, {"step_s", dt},
                      {"skipped", finite ? 0.0 : 1.0}});
         bar.update((double)step + 1);
         if ((step + 1) % o.log_every == 0 || step == result.first_step || step + 1 == o.steps) {

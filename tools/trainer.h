@@ -68,6 +68,9 @@ struct TrainOptions {
     std::string init_from;  // a Hugging Face LLaMA directory: its config and weights (ignored with --resume)
     int sample_every = 0, sample_tokens = 64;
     uint64_t seed = 1337;
+    // WTA-CRS sampled weight gradients (layers/wtacrs.h): ratio 0 = off; which Linears of every layer
+    float wtacrs = 0;
+    std::string wtacrs_layers = "attn-out,mlp";
 };
 
 // Binds every field of opts to a flag of the same name (dashes for underscores) with its help text.

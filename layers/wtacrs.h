@@ -1,0 +1,69 @@
+// wtacrs: winner-take-all column-row sampling (WTA-CRS, arXiv 2305.15265) of a linear layer's weight gradient.
+//
+// dW = dY^T X (OC,C) is a sum of N = B*T outer products dY_i^T x_i. WTA-CRS keeps k of the N rows of X at
+// forward time (k*C floats instead of N*C) and estimates the sum from them without bias:
+//   p_i ~ ||x_i|| * g_i, where g_i guesses ||dY_i|| (dY does not exist yet at forward time);
+//   the c most probable rows ("winners", C) are kept deterministically with weight 1, when that lowers the
+//   variance bound: c = argmin_c (1 - P_c) / (k - c) over c = 0..k-1 (P_c: mass of the c largest p), used
+//   only when the minimum is below 1/k (its value at c = 0); the other k - c rows are drawn with replacement
+//   from p_j / (1 - P_C) over the non-winners, each weighted (1 - P_C) / ((k - c) p_j).
+// Then E[sum_s w_s dY_{r_s}^T x_{r_s}] = dY^T X exactly, for any dY and any positive proxy g.
+// Forward and dX are exact; only dW is sampled.
+//
+// The proxy g (our choice, the paper caches per-token ||dY|| from the previous epoch, which single-pass
+// pretraining does not have): an exponential moving average of the observed ||dY_i|| per sequence POSITION
+// t = i mod T (windows are shuffled, so the position in the sequence is the only thing a row keeps from one
+// step to the next). Before any observation g = 1 (p ~ ||x_i||, still unbiased). g is floored at
+// kProxyFloor * mean(g) so that no row with nonzero x gets p = 0 (that would bias the estimate); a row with
+// x_i = 0 gets p = 0, and its contribution dY_i^T x_i is 0 anyway.
+//
+// Memory: the Linear keeps only the k sampled rows (Linear::kept_sample_bytes), but in ModelCore the full
+// inputs of these layers are still saved by the activation plan (o_proj's and the MLP's inputs are read by
+// other ops' backward too), so today WTA-CRS ADDS k*C floats per sampled layer rather than saving N*C.
+// Turning those saved inputs into recomputation is future work; the trainer reports the kept bytes as is.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../kernels/common.h"
+#include "linear.h"
+
+namespace llmq {
+
+// k = min(max(floor(N ratio), 10), N)
+int wtacrs_k(int N, double ratio);
+
+// The selection from probabilities p (N, non-negative, any positive sum: normalised here) for k draws:
+// fills rows and weights (winners first, weight 1, then the residual draws). Unbiased:
+// E[sum_s w_s [r_s == i]] = 1 for every i with p_i > 0. k >= N keeps every row once with weight 1 (exact).
+// Returns the number of winners. All p zero: no rows.
+template <typename Real>
+int wtacrs_select(const std::vector<double>& p, int k, Rng& rng, std::vector<int>& rows, std::vector<Real>& weights);
+
+template <typename Real>
+class WtaCrsSampler : public RowSampler<Real> {
+  public:
+    static constexpr double kProxyFloor = 0.05;  // g >= this * mean(g)
+    // ratio in (0,1]; period: the sequence length T (proxy per position i mod T; 0: per row i); decay of the EMA.
+    WtaCrsSampler(double ratio, uint64_t seed, int period = 0, double decay = 0.9);
+
+    // inp (N,C) -> rows (k), weights (k)
+    void select(const Real* inp, int N, int C, std::vector<int>& rows, std::vector<Real>& weights) override;
+    // dout (N,OC): updates the proxy from ||dY_i||
+    void observe_output_grad(const Real* dout, int N, int OC) override;
+
+    double ratio() const { return ratio_; }
+    int last_winners() const { return last_winners_; }
+    const std::vector<double>& proxy() const { return proxy_; }  // (positions), 0: never observed
+    Rng rng;
+
+  private:
+    double ratio_, decay_;
+    int period_;
+    std::vector<double> proxy_;  // EMA of ||dY|| per position
+    std::vector<double> p_;      // (N) scratch
+    int last_winners_ = 0;
+};
+
+}  // namespace llmq
