@@ -12,6 +12,11 @@
 namespace llmq {
 
 namespace {
+OptimizerConfig fp32_config(OptimizerConfig c) {  // for the fp32 constructor, which refuses eight_bit
+    c.eight_bit = false;
+    return c;
+}
+
 size_t num_params_of(const std::vector<ParamTensor>& tensors) {
     size_t n = 0;
     for (const ParamTensor& t : tensors) n += t.size;
@@ -40,9 +45,7 @@ AdamW::AdamW(const OptimizerConfig& config, size_t num_params)
 }
 
 AdamW::AdamW(const OptimizerConfig& config, const std::vector<ParamTensor>& tensors)
-    : AdamW(OptimizerConfig{config.lr, config.min_lr_ratio, config.warmup_steps, config.total_steps, config.beta1,
-                            config.beta2, config.eps, config.weight_decay, config.grad_clip, false},
-            config.eight_bit ? 0 : num_params_of(tensors)) {
+    : AdamW(fp32_config(config), config.eight_bit ? 0 : num_params_of(tensors)) {
     config_.eight_bit = config.eight_bit;
     tensors_ = tensors;
     if (!config.eight_bit) return;

@@ -420,18 +420,17 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         LLMQ_CHECK(ckpt_path.empty(), "--resume with --wtacrs %g: the samplers' state is not checkpointed yet, so the "
                    "run would not continue bit-identically; resume with --wtacrs 0 or start afresh", o.wtacrs);
         std::vector<std::string> mods = wtacrs_modules(o.wtacrs_layers);
-        auto& layers = model.core().layers();
-        for (size_t li = 0; li < layers.size(); li++) {
-            TransformerLayer<float>& L = layers[li];
-            std::vector<std::pair<const char*, Linear<float>*>> all = {{"q", &L.q},       {"k", &L.k},   {"v", &L.v},
-                                                                       {"o", &L.o},       {"gate", &L.gate},
-                                                                       {"up", &L.up},     {"down", &L.down}};
-            for (size_t m = 0; m < all.size(); m++)
-                if (std::find(mods.begin(), mods.end(), all[m].first) != mods.end()) {
-                    uint64_t seed = o.seed ^ (0xC2B2AE3D27D4EB4Full * (li * all.size() + m + 1));
-                    all[m].second->sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
-                    wtacrs_count++;
-                }
+        // named_linears: per layer q,k,v,o,gate,up,down (then lm_head, never sampled); i numbers them in that order
+        auto linears = named_linears(model);
+        for (size_t i = 0; i < linears.size(); i++) {
+            const std::string& name = linears[i].first;
+            if (name == "lm_head") continue;
+            std::string module = name.substr(name.rfind('.') + 1);  // q_proj -> q
+            module = module.substr(0, module.find("_proj"));
+            if (std::find(mods.begin(), mods.end(), module) == mods.end()) continue;
+            uint64_t seed = o.seed ^ (0xC2B2AE3D27D4EB4Full * (i + 1));
+            linears[i].second->sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
+            wtacrs_count++;
         }
     }
     MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
@@ -522,6 +521,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             human_bytes((double)weight_bytes).c_str(), human_bytes((double)grad_bytes).c_str(),
             human_bytes((double)optimizer_bytes).c_str(), o.optimizer.c_str(), (double)optimizer_bytes / trained);
     const float micro_scale = 1.0f / o.grad_accum;
+    const ReloraOptions relora{o.relora_every, o.relora_rewarmup, o.relora_prune};
     InterruptGuard interrupt_guard;
     for (; step < o.steps; step++) {
         double t0 = now_seconds();
@@ -536,7 +536,6 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         loss /= o.grad_accum;
         bool finite = std::isfinite(loss) && (lora ? all_finite(lora->grads(), lora->num_params())
                                                     : all_finite(model.grads(), model.num_params()));
-        const ReloraOptions relora{o.relora_every, o.relora_rewarmup, o.relora_prune};
         const float lr_scale = o.method == "relora" ? relora_lr_scale(relora, (int)step) : 1.0f;
         adam.set_lr_scale(lr_scale);
         float lr = lr_at_step(ocfg, (int)step) * lr_scale, norm = NAN;
