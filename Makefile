@@ -26,7 +26,7 @@ CXXFLAGS  += -std=c++17 -fopenmp $(WARN) -MMD -MP
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_ARCH) -Xcompiler "-fopenmp -march=native $(WARN)" -MMD -MP
 CUDA_LIBS := -lcublasLt -lcublas -Xlinker -rpath=$(dir $(shell which $(NVCC)))../lib64
-LDLIBS    := -Xcompiler -fopenmp -lpthread
+LDLIBS    := -Xcompiler -fopenmp -llapack -lblas -lpthread
 
 PROGRAM_MAINS := $(wildcard tools/*_main.cpp)
 LIB_SRC := $(filter-out $(PROGRAM_MAINS), $(wildcard kernels/*.cpp layers/*.cpp quant/*.cpp adapters/*.cpp tools/*.cpp)) \
@@ -67,7 +67,7 @@ $(BUILD)/dev/%: dev/%.cu $(BUILD)/libllmq.a
 	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
 $(BUILD)/dev/%: dev/%.cpp $(BUILD)/libllmq.a
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp -lpthread
+	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp -llapack -lblas -lpthread
 
 # The demo: a 4096-token BPE vocabulary trained on the bundled corpus (the tiny model's LM head with
 # gpt2's 50257 tokens is too slow to learn much in a few CPU minutes), the corpus sharded with it (one
