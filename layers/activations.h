@@ -14,15 +14,26 @@
 //   gate, up     (N,F)   SwiGLU pre-activations;  hidden (N,F) = silu(gate)*up, input of down
 // Then residual[L] (N,C) (input of the final norm), rstdf (N), normf (N,C) (input of lm_head),
 // logits (N,V) (dlogits in place after a forward with targets), losses (N), rope cos/sin (T,hd/2).
+//
+// Inputs the backward does not need. norm1, att, norm2 and hidden are saved only as Linear inputs (the
+// norms' backward reads residual/mid and rstd; SwiGLU's reads gate and up) -- except att, which attention's
+// backward reads too. When every Linear reading one of them has !needs_input_in_backward() (WTA-CRS keeps
+// its sampled rows instead, or the layer forms no weight gradient), the plan does not keep it per layer:
+// layer l's pointer leads into ONE shared (N,width) buffer that every such layer overwrites at its forward
+// ("shared.norm1", ...). att is then recomputed from the kept q, k, v by attention's forward in the backward,
+// into that shared buffer. dropped[l] holds the DroppedInput bits of layer l.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "config.h"
 
 namespace llmq {
+
+enum DroppedInput : uint8_t { kDropNorm1 = 1, kDropAtt = 2, kDropNorm2 = 4, kDropHidden = 8 };
 
 template <typename Real>
 struct LayerActivations {
@@ -37,6 +48,7 @@ struct ActivationTensor {
 template <typename Real>
 struct Activations {
     int B = 0, T = 0;
+    std::vector<uint8_t> dropped;           // (L) DroppedInput bits per layer, as planned
     std::vector<Real> buffer;               // the forward's tensors
     std::vector<ActivationTensor> tensors;  // their names and places in buffer
     std::vector<Real*> residual;            // L+1 entries, (N,C) each
@@ -51,11 +63,12 @@ struct Activations {
     Real *dres = nullptr, *dnorm = nullptr, *datt = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
     Real *dq_pre = nullptr, *dk_pre = nullptr, *dhidden = nullptr, *dgate = nullptr, *dup = nullptr;
 
-    // (Re)allocates for (B,T) and fills the RoPE tables; a no-op when (B,T) is unchanged.
-    void plan(const ModelConfig& c, int B, int T);
+    // (Re)allocates for (B,T) and the dropped inputs (L entries, or empty: none) and fills the RoPE tables; a
+    // no-op when both are unchanged.
+    void plan(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped = {});
     size_t bytes() const;  // forward tensors + backward scratch + token copies
-    // What plan(c, B, T) would hold, without allocating it (memory checks before the first forward).
-    static size_t bytes_for(const ModelConfig& c, int B, int T);
+    // What plan(c, B, T, dropped) would hold, without allocating it (memory checks before the first forward).
+    static size_t bytes_for(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped = {});
 };
 
 }  // namespace llmq

@@ -27,6 +27,23 @@ void Linear<Real>::check() const {
 }
 
 template <typename Real>
+bool Linear<Real>::forms_input_weight_grad() const {
+    if (base_trained()) return true;
+    for (const LoraAdapter<Real>& a : adapters)
+        if (a.dA) return true;
+    return false;
+}
+
+template <typename Real>
+bool Linear<Real>::needs_input_in_backward() const {
+    if (sampled()) return false;
+    if (forms_input_weight_grad()) return true;
+    for (const LoraAdapter<Real>& a : adapters)
+        if (a.dB) return true;  // u = x A^T is recomputed from the input
+    return false;
+}
+
+template <typename Real>
 const Real* Linear<Real>::base_weight() {
     if (!quant) return weight;
     if constexpr (std::is_same<Real, float>::value) {
@@ -45,15 +62,19 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
     if constexpr (std::is_same<Real, float>::value) fused = quant && quant->fused_forward(y, inp, N);
     if (!fused) matmul_forward_cpu(y, inp, base_weight(), N, in, out);
 
-    // adapters: y += scale * (x A^T) B^T
-    for (const LoraAdapter<Real>& a : adapters) {
-        adapter_u_.resize((size_t)N * a.rank);
-        matmul_forward_cpu(adapter_u_.data(), inp, a.A, N, in, a.rank);
-        gemm_cpu(false, true, N, out, a.rank, a.scale, adapter_u_.data(), a.rank, a.B, a.rank, Real(1), y, out);
+    // adapters: y += scale * (x A^T) B^T; u = x A^T is kept for the backward only when the input is not
+    const bool keep_u = sampled();
+    adapter_u_kept_.resize(keep_u ? adapters.size() : 0);
+    for (size_t j = 0; j < adapters.size(); j++) {
+        const LoraAdapter<Real>& a = adapters[j];
+        std::vector<Real>& u = keep_u ? adapter_u_kept_[j] : adapter_u_;
+        u.resize((size_t)N * a.rank);
+        matmul_forward_cpu(u.data(), inp, a.A, N, in, a.rank);
+        gemm_cpu(false, true, N, out, a.rank, a.scale, u.data(), a.rank, a.B, a.rank, Real(1), y, out);
     }
 
-    // sampled weight gradient: keep only the chosen rows of the input
-    if (sampler && base_trained()) {
+    // sampled weight gradients: keep only the chosen rows of the input
+    if (keep_u) {
         sampler->select(inp, N, in, sample_rows_, sample_w_);
         LLMQ_CHECK(sample_rows_.size() == sample_w_.size(), "Linear: sampler returned %zu rows and %zu weights",
                    sample_rows_.size(), sample_w_.size());
@@ -69,6 +90,25 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
 template <typename Real>
 void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N) {
     check();
+    LLMQ_CHECK(inp || !needs_input_in_backward(),
+               "Linear backward: the input was not kept, but this layer forms an exact weight gradient from it");
+    const bool from_sample = sampled();
+    if (from_sample) {
+        LLMQ_CHECK(adapter_u_kept_.size() == adapters.size(),
+                   "Linear backward: no forward kept this layer's sample");
+        sampler->observe_output_grad(dout, N, out);
+    }
+    // sum_s w_s g[rows_s]^T x[rows_s] from the kept input rows: the sampled form of g^T X (into dw (g_cols,in))
+    auto sampled_weight_grad = [&](Real* dw, const Real* g, int g_cols) {
+        const size_t k = sample_rows_.size();
+        sample_dout_.resize(k * g_cols);
+        for (size_t i = 0; i < k; i++) {
+            const Real* src = g + (size_t)sample_rows_[i] * g_cols;
+            for (int o = 0; o < g_cols; o++) sample_dout_[i * g_cols + o] = sample_w_[i] * src[o];
+        }
+        if (k > 0) matmul_backward_weight_cpu(dw, sample_dout_.data(), sample_inp_.data(), (int)k, in, g_cols);
+    };
+
     // 1. input gradient through the base, with the weight the forward used (before any immediate update)
     if (dinp) {
         bool fused = false;
@@ -76,15 +116,26 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
         if (!fused) matmul_backward_input_cpu(dinp, dout, base_weight(), N, in, out);
     }
 
-    // 2. adapters: u = x A^T (recomputed), du = scale * dout B; dB += scale dout^T u; dA += du^T x; dinp += du A
-    for (const LoraAdapter<Real>& a : adapters) {
+    // 2. adapters: u = x A^T (kept or recomputed), du = scale * dout B; dB += scale dout^T u (exact: u is small);
+    //    dA += du^T x (from the sampled rows when sampled); dinp += du A
+    for (size_t j = 0; j < adapters.size(); j++) {
+        const LoraAdapter<Real>& a = adapters[j];
         const int r = a.rank;
-        adapter_u_.resize((size_t)N * r);
+        const Real* u = nullptr;
+        if (from_sample) {
+            u = adapter_u_kept_[j].data();
+        } else {
+            adapter_u_.resize((size_t)N * r);
+            if (inp) matmul_forward_cpu(adapter_u_.data(), inp, a.A, N, in, r);  // else u is unused (no dB)
+            u = adapter_u_.data();
+        }
         adapter_du_.resize((size_t)N * r);
-        matmul_forward_cpu(adapter_u_.data(), inp, a.A, N, in, r);
         gemm_cpu(false, false, N, r, out, a.scale, dout, out, a.B, r, Real(0), adapter_du_.data(), r);
-        if (a.dB) gemm_cpu(true, false, out, r, N, a.scale, dout, out, adapter_u_.data(), r, Real(1), a.dB, r);
-        if (a.dA) matmul_backward_weight_cpu(a.dA, adapter_du_.data(), inp, N, in, r);
+        if (a.dB) gemm_cpu(true, false, out, r, N, a.scale, dout, out, u, r, Real(1), a.dB, r);
+        if (a.dA) {
+            if (from_sample) sampled_weight_grad(a.dA, adapter_du_.data(), r);
+            else matmul_backward_weight_cpu(a.dA, adapter_du_.data(), inp, N, in, r);
+        }
         if (dinp) matmul_backward_input_cpu(dinp, adapter_du_.data(), a.A, N, in, r);
     }
 
@@ -97,24 +148,23 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
         dw = immediate_scratch ? immediate_scratch : own_scratch_.data();
         std::fill(dw, dw + n, Real(0));
     }
-    if (sampler) {
-        sampler->observe_output_grad(dout, N, out);
-        const size_t k = sample_rows_.size();
-        sample_dout_.resize(k * out);
-        for (size_t i = 0; i < k; i++) {
-            const Real* src = dout + (size_t)sample_rows_[i] * out;
-            for (int o = 0; o < out; o++) sample_dout_[i * out + o] = sample_w_[i] * src[o];
-        }
-        if (k > 0) matmul_backward_weight_cpu(dw, sample_dout_.data(), sample_inp_.data(), (int)k, in, out);
-    } else {
-        matmul_backward_weight_cpu(dw, dout, inp, N, in, out);
-    }
+    if (from_sample) sampled_weight_grad(dw, dout, out);
+    else matmul_backward_weight_cpu(dw, dout, inp, N, in, out);
     if (on_weight_grad) on_weight_grad(weight, dw, n);
 }
 
 template <typename Real>
+size_t Linear<Real>::kept_sample_bytes() const {
+    size_t n = sample_inp_.size();
+    for (const std::vector<Real>& u : adapter_u_kept_) n += u.size();
+    return sizeof(Real) * n;
+}
+
+template <typename Real>
 size_t Linear<Real>::scratch_bytes() const {
-    return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + adapter_du_.capacity() +
+    size_t kept_u = 0;
+    for (const std::vector<Real>& u : adapter_u_kept_) kept_u += u.capacity();
+    return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + kept_u + adapter_du_.capacity() +
                            own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity() +
                            sample_dout_.capacity()) +
            sizeof(int) * sample_rows_.capacity();

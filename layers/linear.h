@@ -102,29 +102,41 @@ class Linear {
 
     // Whether the base weight receives a gradient this backward.
     bool base_trained() const { return !quant && (dweight != nullptr || (bool)on_weight_grad); }
+    // Whether some weight gradient (the base's, or an adapter's A) is formed from the input X.
+    bool forms_input_weight_grad() const;
+    // Whether that gradient comes from the sampler's kept rows (a sampler is set and there is such a gradient).
+    bool sampled() const { return sampler && forms_input_weight_grad(); }
+    // Whether backward reads its full input: to form an exact weight gradient from it, or to recompute an
+    // adapter's u = x A^T for dB. False means the caller need not keep the input for the backward and may pass
+    // inp = nullptr there (layers/activations.h): a sampled layer keeps its k rows and its adapters' u (N*r)
+    // from the forward; a layer that forms no gradient from X or u needs neither.
+    bool needs_input_in_backward() const;
 
     // out (N,out) = inp (N,in) W^T + sum over adapters. Overwrites out. With a sampler, keeps the chosen rows.
     void forward(Real* out_, const Real* inp, int N);
     // dinp (N,in) += dout W (+ adapters), unless dinp is null; adapter and base weight gradients as configured.
-    // inp is the forward's input (N,in); the base weight must be the one the forward used.
+    // inp is the forward's input (N,in), or null when !needs_input_in_backward(); the base weight must be the
+    // one the forward used.
     void backward(Real* dinp, const Real* dout, const Real* inp, int N);
 
     size_t scratch_bytes() const;  // what this layer holds beyond its views (dequantized weight, samples, ...)
-    // Bytes of the input rows the sampler kept at the last forward (k*in), 0 without a sampler.
-    size_t kept_sample_bytes() const { return sizeof(Real) * sample_inp_.size(); }
+    // Bytes the sampled path kept at the last forward: the input rows (k*in) and the adapters' u (N*r each);
+    // 0 without a sampler. Part of scratch_bytes().
+    size_t kept_sample_bytes() const;
 
   private:
     const Real* base_weight();  // weight, or the dequantized copy in dequant_
     void check() const;
 
     std::vector<Real> dequant_;     // (out,in) dequantized base, when quant has no fused path
-    std::vector<Real> adapter_u_;   // (N,r) x A^T
+    std::vector<Real> adapter_u_;   // (N,r) x A^T, recomputed in the backward from the input
+    std::vector<std::vector<Real>> adapter_u_kept_;  // per adapter (N,r): kept from the forward when sampled()
     std::vector<Real> adapter_du_;  // (N,r)
     std::vector<Real> own_scratch_; // (out,in) immediate-path gradient when no shared scratch is given
     std::vector<int> sample_rows_;  // (k) rows kept by the sampler at the last forward
     std::vector<Real> sample_w_;    // (k)
     std::vector<Real> sample_inp_;  // (k,in) those rows of the input
-    std::vector<Real> sample_dout_; // (k,out) weighted rows of dout, in the backward
+    std::vector<Real> sample_dout_; // (k,out) weighted rows of dout (or of an adapter's du), in the backward
 };
 
 }  // namespace llmq

@@ -23,6 +23,13 @@ void zero(Real* p, size_t n) {
     std::fill(p, p + n, Real(0));
 }
 
+// A Linear's saved input for its backward: null when the plan dropped it (the shared buffer then holds
+// another layer's), so a Linear that would read it fails loudly instead of using the wrong rows.
+template <typename Real>
+const Real* kept(const Real* input, bool dropped) {
+    return dropped ? nullptr : input;
+}
+
 }  // namespace
 
 template <typename Real>
@@ -131,7 +138,7 @@ template <typename Real>
 Real ModelCore<Real>::forward(const int* tokens, const int* targets, int B, int T) {
     check_inputs(tokens, targets, B, T);
     const ModelConfig& c = config_;
-    acts_.plan(c, B, T);
+    acts_.plan(c, B, T, dropped_inputs());
     Activations<Real>& A = acts_;
     const int N = B * T, C = c.dim, F = c.ffn_dim, V = c.vocab_size, hd = c.head_dim();
     const Real eps = (Real)c.norm_eps;
@@ -205,17 +212,20 @@ void ModelCore<Real>::backward(Real loss_scale) {
         TransformerLayer<Real>& L = layers_[l];
         // MLP block. dres holds d/d(out), which is also the skip path's d/d(mid); the norm path adds to it.
         zero(A.dhidden, NF);
-        L.down.backward(A.dhidden, A.dres, a.hidden, N);
+        L.down.backward(A.dhidden, A.dres, kept(a.hidden, A.dropped[l] & kDropHidden), N);
         zero(A.dgate, NF);
         zero(A.dup, NF);
         swiglu_backward_cpu(A.dgate, A.dup, A.dhidden, a.gate, a.up, NF);
         zero(A.dnorm, NC);
-        L.gate.backward(A.dnorm, A.dgate, a.norm2, N);
-        L.up.backward(A.dnorm, A.dup, a.norm2, N);
+        L.gate.backward(A.dnorm, A.dgate, kept(a.norm2, A.dropped[l] & kDropNorm2), N);
+        L.up.backward(A.dnorm, A.dup, kept(a.norm2, A.dropped[l] & kDropNorm2), N);
         rmsnorm_backward_cpu(A.dres, L.dln2, A.dnorm, a.mid, L.ln2, a.rstd2, N, C);
         // attention block, the same way: dres now holds d/d(mid)
         zero(A.datt, NQ);
-        L.o.backward(A.datt, A.dres, a.att, N);
+        L.o.backward(A.datt, A.dres, kept(a.att, A.dropped[l] & kDropAtt), N);
+        // attention's backward reads its output: recompute a dropped one from the kept q, k, v (the same lse
+        // comes out, bit for bit, so it may overwrite the kept one)
+        if (A.dropped[l] & kDropAtt) attention_forward_cpu(a.att, a.lse, a.q, a.k, a.v, B, T, c.n_heads, c.n_kv_heads, hd);
         zero(A.dq, NQ);
         zero(A.dk, NK);
         zero(A.dv, NK);
@@ -226,12 +236,33 @@ void ModelCore<Real>::backward(Real loss_scale) {
         rope_backward_cpu(A.dq_pre, A.dq, A.rope_cos, A.rope_sin, B, T, c.n_heads, hd);
         rope_backward_cpu(A.dk_pre, A.dk, A.rope_cos, A.rope_sin, B, T, c.n_kv_heads, hd);
         zero(A.dnorm, NC);
-        L.q.backward(A.dnorm, A.dq_pre, a.norm1, N);
-        L.k.backward(A.dnorm, A.dk_pre, a.norm1, N);
-        L.v.backward(A.dnorm, A.dv, a.norm1, N);
+        const Real* norm1 = kept(a.norm1, A.dropped[l] & kDropNorm1);
+        L.q.backward(A.dnorm, A.dq_pre, norm1, N);
+        L.k.backward(A.dnorm, A.dk_pre, norm1, N);
+        L.v.backward(A.dnorm, A.dv, norm1, N);
         rmsnorm_backward_cpu(A.dres, L.dln1, A.dnorm, A.residual[l], L.ln1, a.rstd1, N, C);
     }
     embedding_backward_cpu(dembed_, A.dres, A.tokens.data(), N, C);
+}
+
+template <typename Real>
+std::vector<uint8_t> ModelCore<Real>::dropped_inputs() const {
+    std::vector<uint8_t> dropped(layers_.size(), 0);
+    for (size_t l = 0; l < layers_.size(); l++) {
+        const TransformerLayer<Real>& L = layers_[l];
+        auto unread = [](std::initializer_list<const Linear<Real>*> readers) {
+            for (const Linear<Real>* r : readers)
+                if (r->needs_input_in_backward()) return false;
+            return true;
+        };
+        if (unread({&L.q, &L.k, &L.v})) dropped[l] |= kDropNorm1;
+        // att is attention's backward input too: dropping it costs a recomputation, worth it only when o_proj
+        // samples (WTA-CRS), not merely because o_proj forms no weight gradient
+        if (L.o.sampled()) dropped[l] |= kDropAtt;
+        if (unread({&L.gate, &L.up})) dropped[l] |= kDropNorm2;
+        if (unread({&L.down})) dropped[l] |= kDropHidden;
+    }
+    return dropped;
 }
 
 template <typename Real>

@@ -55,6 +55,9 @@ class ModelCore {
 
     size_t activation_bytes() const;
     const Activations<Real>& activations() const { return acts_; }
+    // Per layer, the DroppedInput bits the next forward will plan (activations.h), from the Linears' needs:
+    // an input is dropped when no Linear reading it needs it in the backward (att: when o_proj samples).
+    std::vector<uint8_t> dropped_inputs() const;
 
     // The layers' Linear views, for attaching adapters, samplers, quantized bases, immediate updates.
     std::vector<TransformerLayer<Real>>& layers() { return layers_; }

@@ -17,10 +17,14 @@
 // kProxyFloor * mean(g) so that no row with nonzero x gets p = 0 (that would bias the estimate); a row with
 // x_i = 0 gets p = 0, and its contribution dY_i^T x_i is 0 anyway.
 //
-// Memory: the Linear keeps only the k sampled rows (Linear::kept_sample_bytes), but in ModelCore the full
-// inputs of these layers are still saved by the activation plan (o_proj's and the MLP's inputs are read by
-// other ops' backward too), so today WTA-CRS ADDS k*C floats per sampled layer rather than saving N*C.
-// Turning those saved inputs into recomputation is future work; the trainer reports the kept bytes as is.
+// Memory: the Linear keeps only the k sampled rows (Linear::kept_sample_bytes), and the activation plan then
+// does not keep the full input per layer when no other reader needs it (layers/activations.h): norm1 (q,k,v),
+// norm2 (gate, up) and hidden (down) go to one shared one-layer buffer; att (o_proj) too, recomputed in the
+// backward from the kept q, k, v, since attention's backward reads it. What stays is what other ops' backward
+// needs: the residual stream, q/k/v, the SwiGLU pre-activations gate and up, the logits.
+//
+// LoRA + WTA-CRS: with a frozen base the sampled gradient is the adapter's dA = du^T X (du = s dY B), formed
+// from the same kept rows; u = X A^T (N,r) is kept from the forward so dB and dX stay exact.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,204 @@
+// Tests of WTA-CRS inside the model (layers/activations.h, layers/model_core.cpp, layers/linear.cpp): the
+// inputs that only sampled Linears read are really not kept (the plan's tensors and bytes say so), the
+// model's gradients stay exact where they must (every input gradient, hence every non-sampled weight), a
+// sampler that keeps every row reproduces the exact gradients, LoRA + WTA-CRS keeps dB exact and dA unbiased,
+// and a Linear asked for an input it needs but was not given says so.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../layers/model_core.h"
+#include "../layers/wtacrs.h"
+#include "test_util.h"
+
+using namespace llmq;
+
+namespace {
+
+ModelConfig small_config() {
+    ModelConfig c;
+    c.name = "wtacrs-small";
+    c.vocab_size = 41;
+    c.dim = 16;
+    c.ffn_dim = 24;
+    c.n_layers = 3;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.max_seq_len = 16;
+    c.tied_embeddings = false;
+    c.init_std = 0.3f;
+    return c;
+}
+
+struct Batch {
+    int B = 2, T = 12;
+    std::vector<int> tokens, targets;
+    explicit Batch(int V, uint64_t seed) {
+        Rng rng(seed);
+        for (int i = 0; i < B * T; i++) tokens.push_back((int)rng.below(V)), targets.push_back((int)rng.below(V));
+    }
+};
+
+enum Which { kAttnOutMlp, kAll };
+// One sampler per chosen Linear of every layer (o, gate, up, down; plus q, k, v for kAll).
+void attach_samplers(ModelCore<double>& m, double ratio, Which which, uint64_t seed) {
+    for (TransformerLayer<double>& L : m.layers()) {
+        std::vector<Linear<double>*> lins = {&L.o, &L.gate, &L.up, &L.down};
+        if (which == kAll) lins.insert(lins.end(), {&L.q, &L.k, &L.v});
+        for (Linear<double>* lin : lins) lin->sampler = std::make_shared<WtaCrsSampler<double>>(ratio, seed++, 12);
+    }
+}
+
+std::vector<double> gradients(ModelCore<double>& m, const Batch& b) {
+    m.zero_grad();
+    m.forward(b.tokens.data(), b.targets.data(), b.B, b.T);
+    m.backward(1.0);
+    return std::vector<double>(m.grads(), m.grads() + m.num_params());
+}
+
+bool has_tensor(const ModelCore<double>& m, const std::string& name) {
+    for (const ActivationTensor& t : m.activations().tensors)
+        if (t.name == name) return true;
+    return false;
+}
+
+bool is_sampled_weight(const std::string& name, Which which) {
+    for (const char* s : {"o_proj", "gate_proj", "up_proj", "down_proj"})
+        if (name.find(s) != std::string::npos) return true;
+    if (which == kAll)
+        for (const char* s : {"q_proj", "k_proj", "v_proj"})
+            if (name.find(s) != std::string::npos) return true;
+    return false;
+}
+
+}  // namespace
+
+// The plan drops exactly the inputs only sampled Linears read, and the bytes fall by exactly their size.
+TEST(WtaCrsModel, SampledInputsAreNotKept) {
+    const ModelConfig c = small_config();
+    Batch batch(c.vocab_size, 3);
+    const size_t N = (size_t)batch.B * batch.T, C = c.dim, F = c.ffn_dim, QD = (size_t)c.n_heads * c.head_dim();
+    ModelCore<double> exact(c, 11), mlp(c, 11), all(c, 11);
+    attach_samplers(mlp, 0.3, kAttnOutMlp, 5);
+    attach_samplers(all, 0.3, kAll, 5);
+    for (ModelCore<double>* m : {&exact, &mlp, &all}) gradients(*m, batch);
+
+    for (int l = 0; l < c.n_layers; l++) {
+        const std::string p = "layers." + std::to_string(l) + ".";
+        for (const char* t : {"norm1", "att", "norm2", "hidden", "q", "gate", "up"}) EXPECT_TRUE(has_tensor(exact, p + t));
+        EXPECT_TRUE(has_tensor(mlp, p + "norm1"));  // q, k, v are exact: they read it
+        for (const char* t : {"att", "norm2", "hidden"}) EXPECT_FALSE(has_tensor(mlp, p + t)) << t;
+        for (const char* t : {"norm1", "att", "norm2", "hidden"}) EXPECT_FALSE(has_tensor(all, p + t)) << t;
+        for (const char* t : {"q", "k", "v", "gate", "up", "mid", "residual"}) EXPECT_TRUE(has_tensor(all, p + t)) << t;
+    }
+    EXPECT_FALSE(has_tensor(exact, "shared.att"));
+    EXPECT_TRUE(has_tensor(mlp, "shared.att") && has_tensor(mlp, "shared.hidden") && !has_tensor(mlp, "shared.norm1"));
+    // L per-layer copies become one shared copy
+    const size_t L = c.n_layers, d = sizeof(double);
+    EXPECT_EQ(exact.activations().bytes() - mlp.activations().bytes(), d * (L - 1) * N * (QD + C + F));
+    EXPECT_EQ(exact.activations().bytes() - all.activations().bytes(), d * (L - 1) * N * (C + QD + C + F));
+    EXPECT_EQ(Activations<double>::bytes_for(c, batch.B, batch.T, all.dropped_inputs()), all.activations().bytes());
+}
+
+// Input gradients are exact, so every weight that is not sampled gets exactly the exact gradient; the sampled
+// ones differ. With every row kept (ratio 1: k = N, weight 1) the sampled ones are exact too, and a dropped
+// att (recomputed in the backward) changes nothing.
+TEST(WtaCrsModel, GradientsExactOutsideTheSampledWeights) {
+    const ModelConfig c = small_config();
+    Batch batch(c.vocab_size, 8);
+    ModelCore<double> exact(c, 21);
+    const std::vector<double> g0 = gradients(exact, batch);
+    for (Which which : {kAttnOutMlp, kAll}) {
+        ModelCore<double> sampled(c, 21), every_row(c, 21);
+        attach_samplers(sampled, 0.3, which, 9);
+        attach_samplers(every_row, 1.0, which, 9);
+        const std::vector<double> g = gradients(sampled, batch), g1 = gradients(every_row, batch);
+        for (const ParamTensor& t : exact.tensors()) {
+            double diff = 0, diff1 = 0, norm = 0;
+            for (size_t i = t.offset; i < t.offset + t.size; i++) {
+                diff = std::max(diff, std::fabs(g[i] - g0[i]));
+                diff1 = std::max(diff1, std::fabs(g1[i] - g0[i]));
+                norm = std::max(norm, std::fabs(g0[i]));
+            }
+            ASSERT_GT(norm, 0) << t.name;
+            if (is_sampled_weight(t.name, which)) EXPECT_GT(diff, 1e-6 * norm) << t.name << " is sampled";
+            else EXPECT_LE(diff, 1e-12 * norm) << t.name << " must stay exact";
+            EXPECT_LE(diff1, 1e-12 * norm) << t.name << " with every row kept";
+        }
+    }
+}
+
+// LoRA + WTA-CRS on a frozen base: u = x A^T is kept from the forward, so dB and dX are exact, dA comes from
+// the sampled rows and is unbiased over many draws; the layer keeps k rows and u instead of its input.
+TEST(WtaCrsModel, LoraAdapterWithSamplerExactDbUnbiasedDa) {
+    Rng rng(17);
+    const int N = 40, in = 6, out = 5, r = 3;
+    std::vector<double> W((size_t)out * in), x((size_t)N * in), dy((size_t)N * out), A((size_t)r * in), B((size_t)out * r);
+    for (auto* v : {&W, &x, &dy, &A, &B})
+        for (double& e : *v) e = rng.normal();
+    for (int i = 0; i < N; i++)  // heavy-tailed rows, as activations are
+        for (int k = 0; k < in; k++) x[(size_t)i * in + k] *= std::exp(1.2 * std::sin(3.0 * i));
+    auto run = [&](Linear<double>& lin, std::vector<double>& dA, std::vector<double>& dB, std::vector<double>& dx,
+                   bool pass_input) {
+        std::fill(dA.begin(), dA.end(), 0.0), std::fill(dB.begin(), dB.end(), 0.0), std::fill(dx.begin(), dx.end(), 0.0);
+        std::vector<double> y((size_t)N * out);
+        lin.forward(y.data(), x.data(), N);
+        lin.backward(dx.data(), dy.data(), pass_input ? x.data() : nullptr, N);
+    };
+    std::vector<double> dA0(A.size()), dB0(B.size()), dx0(x.size()), dA(A.size()), dB(B.size()), dx(x.size());
+    Linear<double> exact(in, out, W.data(), nullptr);
+    exact.adapters.push_back({r, 0.5, A.data(), B.data(), dA0.data(), dB0.data()});
+    EXPECT_TRUE(exact.needs_input_in_backward());
+    run(exact, dA0, dB0, dx0, true);
+    Linear<double> lin(in, out, W.data(), nullptr);
+    lin.adapters.push_back({r, 0.5, A.data(), B.data(), dA.data(), dB.data()});
+    lin.sampler = std::make_shared<WtaCrsSampler<double>>(0.3, 3, 0);
+    EXPECT_TRUE(lin.sampled());
+    EXPECT_FALSE(lin.needs_input_in_backward());
+    std::vector<double> mean(A.size(), 0.0);
+    const int draws = 3000;
+    for (int d = 0; d < draws; d++) {
+        run(lin, dA, dB, dx, false);
+        if (d == 0) {
+            EXPECT_EQ(lin.kept_sample_bytes(), sizeof(double) * ((size_t)wtacrs_k(N, 0.3) * in + (size_t)N * r));
+            for (size_t i = 0; i < dB.size(); i++) ASSERT_NEAR(dB[i], dB0[i], 1e-12 * (1 + std::fabs(dB0[i])));
+            for (size_t i = 0; i < dx.size(); i++) ASSERT_NEAR(dx[i], dx0[i], 1e-12 * (1 + std::fabs(dx0[i])));
+            double diff = 0;
+            for (size_t i = 0; i < dA.size(); i++) diff += std::fabs(dA[i] - dA0[i]);
+            EXPECT_GT(diff, 1e-6);  // dA is sampled
+        }
+        for (size_t i = 0; i < dA.size(); i++) mean[i] += dA[i] / draws;
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < dA.size(); i++) num += std::pow(mean[i] - dA0[i], 2), den += std::pow(dA0[i], 2);
+    EXPECT_LT(std::sqrt(num / den), 0.05);
+}
+
+// LoRA on the attention only: the MLP's Linears form no gradient at all, so their inputs are not kept either
+// (no sampler involved); a Linear that needs its input and is not given it fails with a message.
+TEST(WtaCrsModel, FrozenLinearsKeepNoInputAndMissingInputIsAnError) {
+    const ModelConfig c = small_config();
+    ModelCore<double> m(c, 4);
+    const int r = 2;
+    std::vector<double> A((size_t)r * c.dim, 0.1), B((size_t)c.dim * r, 0.1), dA(A.size()), dB(B.size());
+    for (TransformerLayer<double>& L : m.layers())
+        for (Linear<double>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) lin->dweight = nullptr;
+    m.layers()[0].q.adapters.push_back({r, 1.0, A.data(), B.data(), dA.data(), dB.data()});
+    Batch batch(c.vocab_size, 1);
+    gradients(m, batch);
+    EXPECT_TRUE(has_tensor(m, "layers.0.norm1"));   // q's adapter recomputes u from it
+    EXPECT_FALSE(has_tensor(m, "layers.1.norm1"));  // nothing reads it in layer 1
+    for (int l = 0; l < c.n_layers; l++) {
+        const std::string p = "layers." + std::to_string(l) + ".";
+        EXPECT_TRUE(has_tensor(m, p + "att"));  // attention's backward reads it
+        EXPECT_FALSE(has_tensor(m, p + "norm2"));
+        EXPECT_FALSE(has_tensor(m, p + "hidden"));
+    }
+    std::vector<double> W(12, 1.0), dW(12), x(8, 1.0), y(6), dy(6, 1.0), dx(8);
+    Linear<double> lin(4, 3, W.data(), dW.data());
+    lin.forward(y.data(), x.data(), 2);
+    llmq_test::expect_error([&] { lin.backward(dx.data(), dy.data(), nullptr, 2); }, {"input was not kept"});
+}
