@@ -86,4 +86,4 @@ test: $(BUILD)/tests $(PROGRAMS)
 clean:
 	rm -rf $(BUILD) $(PROGRAMS)
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/train.cu.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/train.cu.d $(patsubst %,$(BUILD)/%.d,$(PROGRAM_MAINS))

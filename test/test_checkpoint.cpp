@@ -176,3 +176,56 @@ TEST(Checkpoint, ResolvesResumeArguments) {
     EXPECT_EQ(resolve_checkpoint_path(s.dir + "/latest"), s.dir + "/latest.ckpt");
     EXPECT_EQ(resolve_checkpoint_path(s.path), s.path);
 }
+
+// Methods' state sections come back byte for byte, in order; a corrupt section is caught by the checksum.
+TEST(Checkpoint, StateSectionsRoundTrip) {
+    Saved s;
+    std::vector<StateSection> sections{{"wtacrs", {1, 2, 3, 250}}, {"empty", {}}, {"galore", std::vector<uint8_t>(999, 7)}};
+    const std::string path = s.dir + "/sections.ckpt";
+    save_checkpoint(path, s.model, &s.adam, s.state, s.flags, nullptr, sections);
+    CheckpointInfo head = read_checkpoint_info(path);
+    ASSERT_EQ(head.sections.size(), 3u);
+    EXPECT_EQ(head.sections[2].bytes.size(), 999u);
+    Model m(s.config, 1);
+    AdamW adam(OptimizerConfig{}, m.num_params());
+    CheckpointInfo info = load_checkpoint(path, m, &adam);
+    ASSERT_EQ(info.sections.size(), 3u);
+    for (size_t i = 0; i < 3; i++) {
+        EXPECT_EQ(info.sections[i].name, sections[i].name);
+        EXPECT_EQ(info.sections[i].bytes, sections[i].bytes);
+    }
+    ASSERT_NE(info.section("galore"), nullptr);
+    EXPECT_EQ(info.section("absent"), nullptr);
+    std::string bytes = read_text(path);
+    bytes[bytes.size() - 16 - 500] ^= 1;  // inside the last section
+    write_text(path, bytes);
+    EXPECT_NE(error_of([&] { load_checkpoint(path, m, &adam); }).find("checksum mismatch"), std::string::npos);
+}
+
+// A version-1 file (written before state sections existed: no has_adapters byte, no section count) still loads.
+TEST(Checkpoint, VersionOneFilesStillLoad) {
+    Saved s;
+    std::string v2 = read_text(s.path);
+    uint32_t hbytes = 0;
+    memcpy(&hbytes, &v2[12], 4);
+    // v2's header ends with u8 has_adapters (0) and u32 n_sections (0): drop those 5 bytes
+    std::string body = v2.substr(16 + hbytes, v2.size() - 16 - 16 - hbytes);
+    std::string v1 = v2.substr(0, 8);
+    const uint32_t version = 1, h1 = hbytes - 5;
+    v1.append((const char*)&version, 4);
+    v1.append((const char*)&h1, 4);
+    v1 += v2.substr(16, h1);
+    v1 += body;
+    uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a 64, as checkpoint.cpp
+    for (unsigned char c : v1) hash = (hash ^ c) * 0x100000001b3ull;
+    v1.append((const char*)&hash, 8);
+    v1 += v2.substr(v2.size() - 8);
+    const std::string path = s.dir + "/v1.ckpt";
+    write_text(path, v1);
+    Model m(s.config, 1);
+    AdamW adam(OptimizerConfig{}, m.num_params());
+    CheckpointInfo info = load_checkpoint(path, m, &adam);
+    EXPECT_EQ(info.version, 1u);
+    EXPECT_TRUE(info.sections.empty());
+    EXPECT_EQ(0, memcmp(m.params(), s.model.params(), m.num_params() * 4));
+}

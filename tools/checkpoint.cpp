@@ -21,6 +21,12 @@ static uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
     return h;
 }
 
+const StateSection* CheckpointInfo::section(const std::string& name) const {
+    for (const StateSection& s : sections)
+        if (s.name == name) return &s;
+    return nullptr;
+}
+
 std::string CheckpointInfo::flag(const std::string& name, const std::string& fallback) const {
     for (const auto& kv : flags)
         if (kv.first == name) return kv.second;
@@ -58,7 +64,7 @@ uint8_t optimizer_kind(const AdamW* opt) { return !opt ? 0 : opt->eight_bit() ? 
 
 std::string header_bytes(const Model& model, const AdamW* opt, const std::vector<uint8_t>& opt_blob, const TrainState& st,
                          const FlagValues& flags, const AdapterSection* adapters,
-                         const std::vector<uint8_t>& adapter_blob) {
+                         const std::vector<uint8_t>& adapter_blob, const std::vector<StateSection>& sections) {
     const ModelConfig& c = model.config();
     Bytes h;
     h.put_str(c.name);
@@ -81,24 +87,31 @@ std::string header_bytes(const Model& model, const AdamW* opt, const std::vector
         h.put_str(kv.first);
         h.put_str(kv.second);
     }
-    if (adapters) {  // optional trailing fields: files without adapters stay as they were
+    h.put<uint8_t>(adapters ? 1 : 0);
+    if (adapters) {
         h.put<uint64_t>(adapters->n);
         h.put<uint8_t>(optimizer_kind(adapters->opt));
         if (adapters->opt && adapters->opt->eight_bit()) h.put<uint64_t>(adapter_blob.size());
+    }
+    h.put<uint32_t>((uint32_t)sections.size());
+    for (const StateSection& s : sections) {
+        h.put_str(s.name);
+        h.put<uint64_t>(s.bytes.size());
     }
     return h.b;
 }
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt, const TrainState& state,
-                     const FlagValues& flags, const AdapterSection* adapters) {
+                     const FlagValues& flags, const AdapterSection* adapters,
+                     const std::vector<StateSection>& sections) {
     size_t n = model.num_params();
     if (opt && !opt->eight_bit())
         LLMQ_CHECK(opt->m().size() == n && opt->v().size() == n, "%s: optimizer state has %zu values, model %zu",
                    path.c_str(), opt->m().size(), n);
     auto blob_of = [](const AdamW* o) { return o && o->eight_bit() ? o->serialize_8bit() : std::vector<uint8_t>{}; };
     const std::vector<uint8_t> opt_blob = blob_of(opt), adapter_blob = blob_of(adapters ? adapters->opt : nullptr);
-    std::string header = header_bytes(model, opt, opt_blob, state, flags, adapters, adapter_blob);
+    std::string header = header_bytes(model, opt, opt_blob, state, flags, adapters, adapter_blob, sections);
     std::string tmp = path + ".tmp";
     FILE* f = fopen(tmp.c_str(), "wb");
     LLMQ_CHECK(f, "%s: cannot write checkpoint: %s", tmp.c_str(), strerror(errno));
@@ -122,6 +135,7 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
         w.write(adapters->params, adapters->n * sizeof(float));
         write_optimizer(adapters->opt, adapter_blob, adapters->n);
     }
+    for (const StateSection& s : sections) w.write(s.bytes.data(), s.bytes.size());
     uint64_t hash = w.hash;
     w.write(&hash, 8);
     w.write(kEndMarker, 8);
@@ -179,8 +193,8 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
     LLMQ_CHECK(fread(magic, 1, 8, f) == 8 && memcmp(magic, kMagic, 8) == 0, "%s: not an llmq checkpoint (bad magic)",
                path.c_str());
     LLMQ_CHECK(fread(&version, 4, 1, f) == 1, "%s: truncated checkpoint (no version)", path.c_str());
-    LLMQ_CHECK(version == kCheckpointVersion, "%s: checkpoint version %u, this build reads version %u", path.c_str(),
-               version, kCheckpointVersion);
+    LLMQ_CHECK(version == 1 || version == kCheckpointVersion, "%s: checkpoint version %u, this build reads versions 1 "
+               "to %u", path.c_str(), version, kCheckpointVersion);
     LLMQ_CHECK(fread(&hbytes, 4, 1, f) == 1, "%s: truncated checkpoint (no header size)", path.c_str());
     LLMQ_CHECK(hbytes < (1u << 24), "%s: corrupt checkpoint (header size %u)", path.c_str(), hbytes);
     std::string header(hbytes, '\0');
@@ -213,12 +227,29 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
         std::string k = r.get_str();
         info.flags.emplace_back(k, r.get_str());
     }
-    if (r.pos < header.size()) {  // the adapter section's fields
+    const bool has_adapters = version == 1 ? r.pos < header.size() : r.get<uint8_t>() != 0;
+    if (has_adapters) {  // the adapter section's fields
         info.adapter_params = r.get<uint64_t>();
         const uint8_t akind = r.get<uint8_t>();
         LLMQ_CHECK(akind <= 2, "%s: corrupt checkpoint header (adapter optimizer kind %u)", path.c_str(), akind);
         info.adapter_optimizer = akind;
         if (akind == 2) info.adapter_optimizer_8bit_bytes = r.get<uint64_t>();
+    }
+    uint64_t section_bytes = 0;
+    std::vector<uint64_t> section_sizes;
+    if (version >= 2) {
+        const uint32_t n_sections = r.get<uint32_t>();
+        LLMQ_CHECK(n_sections < 1024, "%s: corrupt checkpoint header (%u state sections)", path.c_str(), n_sections);
+        for (uint32_t i = 0; i < n_sections; i++) {
+            StateSection s;
+            s.name = r.get_str();
+            const uint64_t bytes = r.get<uint64_t>();
+            LLMQ_CHECK(bytes < (1ull << 40), "%s: corrupt checkpoint header (section '%s' of %llu bytes)", path.c_str(),
+                       s.name.c_str(), (unsigned long long)bytes);
+            section_bytes += bytes;
+            section_sizes.push_back(bytes);
+            info.sections.push_back(std::move(s));
+        }
     }
     LLMQ_CHECK(r.pos == header.size(), "%s: corrupt checkpoint header (%zu unread bytes)", path.c_str(),
                header.size() - r.pos);
@@ -231,12 +262,14 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
     uint64_t arrays = info.has_optimizer && !info.optimizer_8bit ? 3 : 1;
     uint64_t adapter_arrays = info.adapter_optimizer == 1 ? 3 : 1;
     uint64_t expected = 16 + (uint64_t)hbytes + arrays * info.num_params * 4 + info.optimizer_8bit_bytes +
-                        adapter_arrays * info.adapter_params * 4 + info.adapter_optimizer_8bit_bytes + 16;
+                        adapter_arrays * info.adapter_params * 4 + info.adapter_optimizer_8bit_bytes + section_bytes + 16;
     struct stat st;
     LLMQ_CHECK(stat(path.c_str(), &st) == 0, "%s: cannot stat checkpoint", path.c_str());
     LLMQ_CHECK((uint64_t)st.st_size == expected,
                "%s: truncated or corrupt checkpoint: %lld bytes, the header promises %llu", path.c_str(),
                (long long)st.st_size, (unsigned long long)expected);
+    // the sizes are now known to fit in the file: allocate (load_checkpoint fills them)
+    for (size_t i = 0; i < info.sections.size(); i++) info.sections[i].bytes.resize(section_sizes[i]);
     prefix.assign(kMagic, 8);
     prefix.append((const char*)&version, 4);
     prefix.append((const char*)&hbytes, 4);
@@ -310,6 +343,11 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
         read_floats(adapters->params, adapters->n, "adapter parameters");
         read_optimizer((uint8_t)info.adapter_optimizer, info.adapter_optimizer_8bit_bytes, adapters->opt, adapters->n);
         if (adapters->opt) adapters->opt->set_steps_taken(info.adam_steps_taken);
+    }
+    for (StateSection& s : info.sections) {
+        LLMQ_CHECK(fread(s.bytes.data(), 1, s.bytes.size(), f) == s.bytes.size(),
+                   "%s: truncated checkpoint (state section '%s')", path.c_str(), s.name.c_str());
+        hash = fnv1a(hash, s.bytes.data(), s.bytes.size());
     }
     uint64_t stored = 0;
     char end[8];
