@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 namespace llmq {
@@ -108,6 +109,77 @@ void WtaCrsSampler<Real>::observe_output_grad(const Real* dout, int N, int OC) {
         double g = sum[t] / count[t];
         proxy_[t] = proxy_[t] > 0 ? decay_ * proxy_[t] + (1 - decay_) * g : g;
     }
+}
+
+namespace {
+template <typename T>
+void put(std::vector<uint8_t>& out, T v) {
+    const uint8_t* b = (const uint8_t*)&v;
+    out.insert(out.end(), b, b + sizeof v);
+}
+// Bounds-checked reading of state bytes.
+struct StateReader {
+    const uint8_t* p;
+    size_t n, pos = 0;
+    const char* what;
+    template <typename T>
+    T get() {
+        LLMQ_CHECK(pos + sizeof(T) <= n, "%s: WTA-CRS sampler state is truncated", what);
+        T v;
+        std::memcpy(&v, p + pos, sizeof v);
+        pos += sizeof v;
+        return v;
+    }
+};
+}  // namespace
+
+template <typename Real>
+void WtaCrsSampler<Real>::append_state(std::vector<uint8_t>& out) const {
+    put<uint64_t>(out, rng.state);
+    put<uint32_t>(out, (uint32_t)proxy_.size());
+    for (double g : proxy_) put<double>(out, g);
+}
+
+template <typename Real>
+size_t WtaCrsSampler<Real>::restore_state(const uint8_t* p, size_t n, const char* what) {
+    StateReader r{p, n, 0, what};
+    rng.state = r.get<uint64_t>();
+    const uint32_t len = r.get<uint32_t>();
+    LLMQ_CHECK(len <= (n - r.pos) / sizeof(double), "%s: WTA-CRS sampler state is truncated (proxy of %u)", what, len);
+    proxy_.resize(len);
+    for (double& g : proxy_) {
+        g = r.get<double>();
+        LLMQ_CHECK(std::isfinite(g) && g >= 0, "%s: WTA-CRS sampler state is corrupt (proxy value %g)", what, g);
+    }
+    return r.pos;
+}
+
+std::vector<uint8_t> wtacrs_state_bytes(const NamedSamplers& samplers) {
+    std::vector<uint8_t> out;
+    put<uint32_t>(out, (uint32_t)samplers.size());
+    for (const auto& [name, sampler] : samplers) {
+        put<uint32_t>(out, (uint32_t)name.size());
+        out.insert(out.end(), name.begin(), name.end());
+        sampler->append_state(out);
+    }
+    return out;
+}
+
+void restore_wtacrs_state(const NamedSamplers& samplers, const std::vector<uint8_t>& bytes, const char* what) {
+    StateReader r{bytes.data(), bytes.size(), 0, what};
+    const uint32_t count = r.get<uint32_t>();
+    LLMQ_CHECK(count == samplers.size(), "%s: the checkpoint holds %u WTA-CRS samplers, this run has %zu (--wtacrs-layers "
+               "must match the run that wrote it)", what, count, samplers.size());
+    for (const auto& [name, sampler] : samplers) {
+        const uint32_t len = r.get<uint32_t>();
+        LLMQ_CHECK(len <= bytes.size() - r.pos, "%s: WTA-CRS sampler state is truncated (name)", what);
+        const std::string stored((const char*)bytes.data() + r.pos, len);
+        r.pos += len;
+        LLMQ_CHECK(stored == name, "%s: the checkpoint's WTA-CRS sampler '%s' is '%s' in this run (--wtacrs-layers must "
+                   "match the run that wrote it)", what, stored.c_str(), name.c_str());
+        r.pos += sampler->restore_state(bytes.data() + r.pos, bytes.size() - r.pos, what);
+    }
+    LLMQ_CHECK(r.pos == bytes.size(), "%s: WTA-CRS sampler state has %zu unread bytes", what, bytes.size() - r.pos);
 }
 
 template int wtacrs_select<float>(const std::vector<double>&, int, Rng&, std::vector<int>&, std::vector<float>&);

@@ -28,6 +28,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../kernels/common.h"
@@ -57,6 +60,11 @@ class WtaCrsSampler : public RowSampler<Real> {
     // dout (N,OC): updates the proxy from ||dY_i||
     void observe_output_grad(const Real* dout, int N, int OC) override;
 
+    // The state a resumed run needs to draw the same rows: the Rng and the proxy. append_state adds it to out;
+    // restore_state reads it back from p (n bytes left), returns the bytes used; Error naming `what` when short.
+    void append_state(std::vector<uint8_t>& out) const;
+    size_t restore_state(const uint8_t* p, size_t n, const char* what);
+
     double ratio() const { return ratio_; }
     int last_winners() const { return last_winners_; }
     const std::vector<double>& proxy() const { return proxy_; }  // (positions), 0: never observed
@@ -69,5 +77,12 @@ class WtaCrsSampler : public RowSampler<Real> {
     std::vector<double> p_;      // (N) scratch
     int last_winners_ = 0;
 };
+
+// Every sampler of a run, by the name of its Linear, in checkpoint form (a "wtacrs" state section): u32 count,
+// then per sampler str name (u32 length + bytes), u64 rng state, u32 proxy length, f64 proxy values.
+using NamedSamplers = std::vector<std::pair<std::string, std::shared_ptr<WtaCrsSampler<float>>>>;
+std::vector<uint8_t> wtacrs_state_bytes(const NamedSamplers& samplers);
+// Restores them; Error naming `what` (the checkpoint) when the set of sampled Linears differs or the bytes are short.
+void restore_wtacrs_state(const NamedSamplers& samplers, const std::vector<uint8_t>& bytes, const char* what);
 
 }  // namespace llmq

@@ -131,3 +131,28 @@ TEST(Resume, BitIdenticalWithLoraQloraAndRelora) {
         EXPECT_GT(read_checkpoint_info(o.out + "/ckpt_step_000008.ckpt").adapter_params, 0u);
     }
 }
+
+// WTA-CRS: the samplers' Rng and ||dY|| proxy travel in the checkpoint, so the resumed run draws the same rows;
+// full training and LoRA + WTA-CRS. A checkpoint written without samplers cannot resume a sampled run.
+TEST(Resume, BitIdenticalWithWtaCrs) {
+    std::string data = make_corpus();
+    for (const char* method : {"full", "lora"}) {
+        TrainOptions o = small_run(data, temp_dir("resume_out") + "/wtacrs_" + method);
+        o.method = method;
+        o.rank = 4;
+        o.wtacrs = 0.3f;
+        o.wtacrs_layers = "all";
+        expect_resume_exact(o);
+        CheckpointInfo info = read_checkpoint_info(o.out + "/ckpt_step_000004.ckpt");
+        ASSERT_NE(info.section("wtacrs"), nullptr);
+        EXPECT_GT(info.section("wtacrs")->bytes.size(), 4u);
+    }
+    TrainOptions plain = small_run(data, temp_dir("resume_out") + "/plain");
+    FILE* quiet = fopen("/dev/null", "w");
+    train(plain, quiet);
+    plain.resume = plain.out + "/ckpt_step_000004.ckpt";
+    plain.out += "_resumed";
+    plain.wtacrs = 0.3f;
+    llmq_test::expect_error([&] { train(plain, quiet); }, {"ckpt_step_000004.ckpt", "no WTA-CRS sampler state"});
+    fclose(quiet);
+}

@@ -397,8 +397,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     AdamW* model_opt = lora ? nullptr : &adam;
     Rng rng(o.seed);  // the training Rng: nothing draws from it yet (dropout would); checkpointed all the same
     int64_t step = 0;
+    CheckpointInfo resumed;  // with the methods' own state sections, restored once the methods are set up
     if (!ckpt_path.empty()) {
-        load_checkpoint(ckpt_path, model, model_opt, adapters);
+        resumed = load_checkpoint(ckpt_path, model, model_opt, adapters);
         step = ckpt.state.step;
         train_data.set_position({ckpt.state.data_epoch, ckpt.state.data_index});
         rng.state = ckpt.state.rng_state;
@@ -413,12 +414,10 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         fprintf(log, "base weights: %s, block %d%s: %s of codes and scales\n", weights.c_str(), o.quant_block,
                 o.double_quant ? ", double-quantized absmax" : "", human_bytes((double)quant_bytes).c_str());
     result.first_step = step;
-    // WTA-CRS: one sampler per chosen Linear, seeded from --seed and the layer. Its Rng and ||dY|| proxy are
-    // not checkpointed yet, so a resumed run could not be bit-identical: refuse instead.
-    size_t wtacrs_count = 0;
+    // WTA-CRS: one sampler per chosen Linear, seeded from --seed and the layer; their Rng and ||dY|| proxy are
+    // checkpointed (a "wtacrs" state section), so a resumed run draws the same rows
+    NamedSamplers samplers;
     if (o.wtacrs > 0) {
-        LLMQ_CHECK(ckpt_path.empty(), "--resume with --wtacrs %g: the samplers' state is not checkpointed yet, so the "
-                   "run would not continue bit-identically; resume with --wtacrs 0 or start afresh", o.wtacrs);
         std::vector<std::string> mods = wtacrs_modules(o.wtacrs_layers);
         // named_linears: per layer q,k,v,o,gate,up,down (then lm_head, never sampled); i numbers them in that order
         auto linears = named_linears(model);
@@ -429,10 +428,18 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             module = module.substr(0, module.find("_proj"));
             if (std::find(mods.begin(), mods.end(), module) == mods.end()) continue;
             uint64_t seed = o.seed ^ (0xC2B2AE3D27D4EB4Full * (i + 1));
-            linears[i].second->sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
-            wtacrs_count++;
+            auto sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
+            linears[i].second->sampler = sampler;
+            samplers.emplace_back(name, sampler);
         }
     }
+    if (!ckpt_path.empty()) {
+        const StateSection* wtacrs_state = resumed.section("wtacrs");
+        LLMQ_CHECK(samplers.empty() || wtacrs_state, "%s: --wtacrs %g, but the checkpoint holds no WTA-CRS sampler "
+                   "state (it was written without --wtacrs): resume with --wtacrs 0", ckpt_path.c_str(), o.wtacrs);
+        if (!samplers.empty()) restore_wtacrs_state(samplers, wtacrs_state->bytes, ckpt_path.c_str());
+    }
+    const size_t wtacrs_count = samplers.size();
     MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
     FlagValues flag_values;
     {
@@ -451,8 +458,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     if (!ckpt_path.empty()) fprintf(log, "resumed from %s at step %lld\n", ckpt_path.c_str(), (long long)step);
     if (init_from_hf) fprintf(log, "initialised from %s\n", o.init_from.c_str());
     if (wtacrs_count)
-        fprintf(log, "wtacrs: ratio %g on %zu Linears (%s); the full inputs stay saved for other ops' backward, so the "
-                "kept rows add memory (mem_activations includes them)\n", o.wtacrs, wtacrs_count, o.wtacrs_layers.c_str());
+        fprintf(log, "wtacrs: ratio %g on %zu Linears (%s): weight gradients from sampled rows; the inputs only they "
+                "read are not kept (mem_activations counts the kept rows, wtacrs_kept_bytes alone)\n", o.wtacrs,
+                wtacrs_count, o.wtacrs_layers.c_str());
 
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     int val_batch_count = 0;
@@ -485,10 +493,12 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     // DIR/latest.ckpt when `latest`, and a kept DIR/ckpt_step_N.ckpt at multiples of --ckpt-keep-every
     auto save = [&](int64_t at_step, bool latest) {
         TrainState st{at_step, train_data.position().epoch, train_data.position().index, rng.state};
-        if (latest) save_checkpoint(o.out + "/latest.ckpt", model, model_opt, st, flag_values, adapters);
+        std::vector<StateSection> sections;
+        if (!samplers.empty()) sections.push_back({"wtacrs", wtacrs_state_bytes(samplers)});
+        if (latest) save_checkpoint(o.out + "/latest.ckpt", model, model_opt, st, flag_values, adapters, sections);
         if (o.ckpt_keep_every > 0 && at_step % o.ckpt_keep_every == 0)
             save_checkpoint(o.out + format("/ckpt_step_%06lld.ckpt", (long long)at_step), model, model_opt, st,
-                            flag_values, adapters);
+                            flag_values, adapters, sections);
     };
     auto sample = [&](int64_t at_step) {
         if (!tok || o.sample_tokens <= 0) return;
