@@ -99,14 +99,16 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
         sampler->observe_output_grad(dout, N, out);
     }
     // sum_s w_s g[rows_s]^T x[rows_s] from the kept input rows: the sampled form of g^T X (into dw (g_cols,in))
+    // (the weighted rows are a temporary of this call, not held between steps: k*g_cols per sampled Linear
+    //  would otherwise add up to more than the kept inputs)
     auto sampled_weight_grad = [&](Real* dw, const Real* g, int g_cols) {
         const size_t k = sample_rows_.size();
-        sample_dout_.resize(k * g_cols);
+        std::vector<Real> weighted(k * g_cols);
         for (size_t i = 0; i < k; i++) {
             const Real* src = g + (size_t)sample_rows_[i] * g_cols;
-            for (int o = 0; o < g_cols; o++) sample_dout_[i * g_cols + o] = sample_w_[i] * src[o];
+            for (int o = 0; o < g_cols; o++) weighted[i * g_cols + o] = sample_w_[i] * src[o];
         }
-        if (k > 0) matmul_backward_weight_cpu(dw, sample_dout_.data(), sample_inp_.data(), (int)k, in, g_cols);
+        if (k > 0) matmul_backward_weight_cpu(dw, weighted.data(), sample_inp_.data(), (int)k, in, g_cols);
     };
 
     // 1. input gradient through the base, with the weight the forward used (before any immediate update)
@@ -165,8 +167,7 @@ size_t Linear<Real>::scratch_bytes() const {
     size_t kept_u = 0;
     for (const std::vector<Real>& u : adapter_u_kept_) kept_u += u.capacity();
     return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + kept_u + adapter_du_.capacity() +
-                           own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity() +
-                           sample_dout_.capacity()) +
+                           own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity()) +
            sizeof(int) * sample_rows_.capacity();
 }
 

@@ -136,7 +136,6 @@ class Linear {
     std::vector<int> sample_rows_;  // (k) rows kept by the sampler at the last forward
     std::vector<Real> sample_w_;    // (k)
     std::vector<Real> sample_inp_;  // (k,in) those rows of the input
-    std::vector<Real> sample_dout_; // (k,out) weighted rows of dout (or of an adapter's du), in the backward
 };
 
 }  // namespace llmq
