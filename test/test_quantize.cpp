@@ -128,7 +128,7 @@ TEST_F(QuantizeCli, RtnTableAndBitsandbytesFile) {
 
 TEST_F(QuantizeCli, GptqTableShowsOutputErrorsBelowRoundToNearest) {
     RunResult r = quantize("--checkpoint " + ckpt + " --format int3 --block 32 --symmetric 0 --method gptq --calib-data " +
-                           data + " --calib-tokens 512 --calib-seq 32");
+                           data + " --calib-tokens 512 --calib-seq 32 --eval-data " + data + " --eval-tokens 256");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("calibration: 512 tokens in 16 sequences"), std::string::npos) << r.output;
     for (const char* module : {"model.layers.0.self_attn.q_proj ", "model.layers.1.mlp.down_proj "}) {
@@ -140,6 +140,10 @@ TEST_F(QuantizeCli, GptqTableShowsOutputErrorsBelowRoundToNearest) {
     ASSERT_EQ(total.size(), 9u) << r.output;
     EXPECT_LT(std::stod(total[7]), std::stod(total[8])) << r.output;
     EXPECT_NE(r.output.find("4.250"), std::string::npos) << r.output;  // int3 asym group 32: 3 + 40/32 bits
+    std::vector<std::string> loss = fields_of_line(r.output, "val loss on 256 tokens of " + data + ":");
+    ASSERT_EQ(loss.size(), 13u) << r.output;
+    EXPECT_GT(std::stod(loss[7]), 0) << r.output;  // before
+    EXPECT_GT(std::stod(loss[9]), 0) << r.output;  // quantized
 
     // rtn with calibration data reports the output error too, but no rtn column
     r = quantize("--checkpoint " + ckpt + " --format int4 --calib-data " + data + " --calib-tokens 64 --calib-seq 32");
@@ -152,7 +156,8 @@ TEST_F(QuantizeCli, HelpListsEveryFlag) {
     ASSERT_EQ(r.exit_code, 0) << r.output;
     for (const char* flag : {"--checkpoint", "--hf", "--format nf4|fp4|int4|int3|int2", "--block", "--double-quant",
                              "--symmetric", "--method rtn|gptq", "--calib-data", "--calib-split", "--calib-tokens",
-                             "--calib-seq", "--seed", "--percdamp", "--act-order", "--out", "--threads"})
+                             "--calib-seq", "--seed", "--percdamp", "--act-order", "--eval-data", "--eval-tokens",
+                             "--out", "--threads"})
         EXPECT_NE(r.output.find(flag), std::string::npos) << flag << "\n" << r.output;
     EXPECT_NE(r.output.find("(default: 64)"), std::string::npos) << r.output;
 }
@@ -176,6 +181,7 @@ TEST_F(QuantizeCli, BadInputIsOneErrorNamingTheFlagOrFile) {
     expect_error(quantize(c + "--calib-data " + data + " --calib-seq 64"), {"--calib-seq 64", "max_seq_len 32"});
     expect_error(quantize(c + "--format int4 --block 32 --out " + dir + "/x.safetensors"), {"--out", "nf4 or fp4"});
     expect_error(quantize(c + "--block 32 --out " + dir + "/x.safetensors"), {"--out", "block 32", "64"});
+    expect_error(quantize(c + "--eval-data " + dir + "/noeval"), {"--eval-data", dir + "/noeval"});
     expect_error(quantize(c + "--frobnicate 1"), {"--frobnicate"});
     EXPECT_FALSE(file_exists(dir + "/x.safetensors"));
     // a corrupt checkpoint

@@ -14,6 +14,9 @@
 // X is reported as well, computed from S: ||X (W - deq Q)^T||_F^2 = tr(E S E^T), E = W - deq Q. For gptq the
 // table also shows round-to-nearest's output error on the same X, the figure GPTQ is meant to lower.
 //
+// With --eval-data, the mean next-token loss on the first windows of that data's val split is measured before and
+// after quantization (every quantized linear attached), the end-to-end figure the per-layer errors stand for.
+//
 // Embeddings, norms and lm_head are never quantized. --out writes the whole model in bitsandbytes' 4-bit layout
 // (tools/bnb_safetensors.h; nf4/fp4 only); the unquantized tensors keep the source's dtype: F32 from an llmq
 // checkpoint, the file's dtype (usually BF16) from an HF directory.
@@ -35,6 +38,7 @@
 #include "../quant/quantized_weight.h"
 #include "bnb_safetensors.h"
 #include "checkpoint.h"
+#include "dataloader.h"
 #include "flags.h"
 #include "hf_llama.h"
 #include "hf_peft.h"
@@ -46,17 +50,19 @@ namespace {
 
 const char* kUsage =
     "usage: ./quantize (--checkpoint FILE | --hf DIR) --format nf4|fp4|int4|int3|int2 [--block N] [--double-quant 1]\n"
-    "                  [--symmetric 0] [--method rtn|gptq] [--calib-data DIR --calib-tokens N] [--out FILE.safetensors]\n"
+    "                  [--symmetric 0] [--method rtn|gptq] [--calib-data DIR --calib-tokens N] [--eval-data DIR]\n"
+    "                  [--out FILE.safetensors]\n"
     "Quantizes every attention and MLP linear (not embeddings, norms, lm_head) and prints one row per layer:\n"
     "  weight err  ||W - deq Q||_F / ||W||_F\n"
     "  output err  ||X (W - deq Q)^T||_F / ||X W^T||_F on the calibration inputs X of the layer (with --calib-data)\n"
     "  rtn out err the same for round-to-nearest (--method gptq)\n"
+    "and with --eval-data the val loss before and after quantization.\n"
     "flags:\n";
 
 struct Options {
-    std::string checkpoint, hf, format = "nf4", method = "rtn", calib_data, calib_split = "train", out;
+    std::string checkpoint, hf, format = "nf4", method = "rtn", calib_data, calib_split = "train", eval_data, out;
     int block = 64, double_quant = 0, symmetric = 1, calib_seq = 0, act_order = 0, threads = 0;
-    int64_t calib_tokens = 4096;
+    int64_t calib_tokens = 4096, eval_tokens = 16384;
     uint64_t seed = 1;
     float percdamp = 0.01f;
 };
@@ -77,6 +83,8 @@ void add_flags(FlagSet& f, Options& o) {
     f.add("seed", &o.seed, "seed of the calibration windows' order");
     f.add("percdamp", &o.percdamp, "gptq: H += percdamp * mean(diag H) * I");
     f.add("act-order", &o.act_order, "gptq: 1 quantizes columns by decreasing diag H (static groups)");
+    f.add("eval-data", &o.eval_data, "token shards whose val split measures the loss before and after quantization");
+    f.add("eval-tokens", &o.eval_tokens, "evaluation tokens (whole windows of --calib-seq's length, from the start)");
     f.add("out", &o.out, "write the quantized model here in bitsandbytes' safetensors layout (nf4/fp4)");
     f.add("threads", &o.threads, "CPU threads (0: OpenMP's default)");
 }
@@ -127,6 +135,7 @@ QuantSpec checked_spec(const Options& o, Model& model) {
     LLMQ_CHECK(!gptq || !spec.double_quant, "--method gptq: --double-quant 1 would re-quantize the absmax GPTQ's "
                "error updates were computed for; drop it");
     LLMQ_CHECK(o.calib_tokens > 0, "--calib-tokens %lld must be positive", (long long)o.calib_tokens);
+    LLMQ_CHECK(o.eval_tokens > 0, "--eval-tokens %lld must be positive", (long long)o.eval_tokens);
     LLMQ_CHECK(o.calib_seq >= 0 && o.calib_seq <= model.config().max_seq_len,
                "--calib-seq %d must be in [0, max_seq_len %d]", o.calib_seq, model.config().max_seq_len);
     LLMQ_CHECK(o.percdamp >= 0 && std::isfinite(o.percdamp), "--percdamp %g must be >= 0", o.percdamp);
@@ -188,6 +197,18 @@ void print_table(const std::vector<Row>& rows, bool calib, bool gptq) {
     printf("\n");
 }
 
+// Mean next-token loss over the first windows of loader's split (the same windows every call).
+double eval_loss(Model& model, DataLoader& loader, int64_t windows) {
+    loader.reset();
+    std::vector<int> inputs(loader.T()), targets(loader.T());
+    double sum = 0;
+    for (int64_t i = 0; i < windows; i++) {
+        loader.next_batch(inputs.data(), targets.data());
+        sum += model.forward(inputs.data(), targets.data(), 1, loader.T());
+    }
+    return sum / (double)windows;
+}
+
 // The modules of each transformer layer, in order: named_linears' names grouped by their "model.layers.N." prefix.
 std::vector<std::vector<std::string>> modules_by_layer(Model& model) {
     std::vector<std::vector<std::string>> groups;
@@ -212,9 +233,22 @@ int run(const Options& o) {
            is_int_format(spec.format) ? (spec.symmetric ? ", symmetric" : ", asymmetric") : "",
            spec.double_quant ? ", double-quantized absmax" : "", o.method.c_str());
 
+    const int seq = o.calib_seq > 0 ? o.calib_seq : std::min(512, model.config().max_seq_len);
+    std::unique_ptr<DataLoader> eval;
+    int64_t eval_windows = 0;
+    double loss_before = 0;
+    if (!o.eval_data.empty()) {
+        try {
+            eval = std::make_unique<DataLoader>(o.eval_data, "val", 1, seq, 0, /*shuffle=*/false);
+            eval->set_vocab_limit(model.config().vocab_size);
+        } catch (const Error& e) {
+            throw Error(std::string("--eval-data: ") + e.what());
+        }
+        eval_windows = std::max<int64_t>(1, std::min<int64_t>(o.eval_tokens / seq, (int64_t)eval->num_windows()));
+        loss_before = eval_loss(model, *eval, eval_windows);
+    }
     CalibrationSet set;
     if (calib) {
-        const int seq = o.calib_seq > 0 ? o.calib_seq : std::min(512, model.config().max_seq_len);
         try {
             set = load_calibration_set(o.calib_data, o.calib_split, o.calib_tokens, seq, o.seed, model.config().vocab_size);
         } catch (const Error& e) {
@@ -279,6 +313,11 @@ int run(const Options& o) {
     }
     print_table(rows, calib, gptq);
     printf("%zu linears quantized in %.1f s\n", rows.size(), now_seconds() - t0);
+    if (eval) {
+        const double after = eval_loss(model, *eval, eval_windows);
+        printf("val loss on %lld tokens of %s: %.4f before, %.4f quantized (%+.4f nats)\n",
+               (long long)(eval_windows * seq), o.eval_data.c_str(), loss_before, after, after - loss_before);
+    }
     if (!o.out.empty()) {
         save_bnb_model(o.out, model, quantized, src.dtype);
         printf("wrote %s (bitsandbytes %s layout; other tensors %s)\n", o.out.c_str(), o.format.c_str(),
