@@ -40,8 +40,8 @@ struct CalibrationSet {
 // `tokens` tokens from the token shards at `data` (a directory, glob or prefix; tools/dataloader.h): windows of
 // `seq` tokens of the split, in the order of a shuffle drawn from seed (GPTQ's random segments of the training
 // text); the last sequence is cut so that exactly `tokens` are taken. Token ids >= vocab_size are refused (Error
-// naming the shard). Errors name `data` when it holds too few tokens for this (a window is reused only if the
-// split has fewer windows than needed: then an Error, so the statistics never silently repeat text).
+// naming the shard). No window is used twice: a split with fewer windows than the sequences needed is an Error
+// naming `data`, so the statistics never silently repeat text.
 CalibrationSet load_calibration_set(const std::string& data, const std::string& split, int64_t tokens, int seq,
                                     uint64_t seed, int vocab_size);
 
