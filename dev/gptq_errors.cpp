@@ -1,7 +1,7 @@
 // gptq_errors: GPTQ against round-to-nearest on synthetic calibration data, and the CPU reference's speed.
 // A report, not a test. Inputs X (n, in) are heavy-tailed (normal / sqrt(uniform)), mixed by a dense random
 // matrix (correlated channels) with 3 channels scaled 20x (LLM-style outlier features); W ~ N(0, 1).
-// The calibrated error is ||X (Q - W)^T||_F, computed from the Hessian: ||X D^T||_F^2 = n/2 sum_r d_r^T H d_r.
+// The calibrated error is ||X (Q - W)^T||_F, computed from S = X^T X (quant/calibration.h calibrated_sq_norm).
 //   build/dev/gptq_errors [out in samples]     (default 1024 1024 2048)
 #include <cmath>
 #include <cstdio>
@@ -9,25 +9,10 @@
 #include <vector>
 
 #include "../kernels/common.h"
+#include "../quant/calibration.h"
 #include "../quant/gptq.h"
 
 using namespace llmq;
-
-static double calibrated_error(const std::vector<double>& h, const std::vector<float>& w, const std::vector<float>& q,
-                               int64_t out, int64_t in, int64_t samples) {
-    double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
-    for (int64_t r = 0; r < out; r++) {
-        std::vector<double> d(in);
-        for (int64_t c = 0; c < in; c++) d[c] = (double)q[r * in + c] - w[r * in + c];
-        for (int64_t a = 0; a < in; a++) {
-            double s = 0;
-            for (int64_t b = 0; b < in; b++) s += h[a * in + b] * d[b];
-            total += d[a] * s;
-        }
-    }
-    return std::sqrt(total * samples / 2);
-}
 
 int main(int argc, char** argv) {
     const int64_t out = argc > 1 ? atoll(argv[1]) : 1024, in = argc > 2 ? atoll(argv[2]) : 1024,
@@ -59,13 +44,13 @@ int main(int argc, char** argv) {
     std::vector<float> q(out * in);
     for (const QuantSpec& spec : specs) {
         dequantize_cpu(quantize_cpu(w.data(), out, in, spec), q.data());
-        const double rtn = calibrated_error(h, w, q, out, in, n);
+        const double rtn = std::sqrt(calibrated_sq_norm(acc, q.data(), w.data(), out, in));
         for (bool act_order : {false, true}) {
             GptqOptions opt;
             opt.act_order = act_order;
             GptqStats stats;
             dequantize_cpu(gptq_quantize_cpu(w.data(), out, in, h, spec, opt, &stats), q.data());
-            const double e = calibrated_error(h, w, q, out, in, n);
+            const double e = std::sqrt(calibrated_sq_norm(acc, q.data(), w.data(), out, in));
             std::printf("%-5s %-4s %5d %9d | %12.4g %12.4g %7.3f | %8.3f\n", format_name(spec.format),
                         spec.symmetric ? "sym" : "asym", spec.block, act_order, rtn, e, e / rtn, stats.seconds);
         }

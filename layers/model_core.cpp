@@ -248,7 +248,7 @@ void ModelCore<Real>::backward(Real loss_scale) {
 template <typename Real>
 std::vector<uint8_t> ModelCore<Real>::dropped_inputs() const {
     std::vector<uint8_t> dropped(layers_.size(), 0);
-    for (size_t l = 0; l < layers_.size(); l++) {
+    for (size_t l = 0; l < layers_.size() && !keep_all_inputs_; l++) {
         const TransformerLayer<Real>& L = layers_[l];
         auto unread = [](std::initializer_list<const Linear<Real>*> readers) {
             for (const Linear<Real>* r : readers)

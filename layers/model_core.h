@@ -58,6 +58,9 @@ class ModelCore {
     // Per layer, the DroppedInput bits the next forward will plan (activations.h), from the Linears' needs:
     // an input is dropped when no Linear reading it needs it in the backward (att: when o_proj samples).
     std::vector<uint8_t> dropped_inputs() const;
+    // Keep every layer input whatever the Linears need (for readers of the saved activations after a forward:
+    // calibration); off by default.
+    void set_keep_all_inputs(bool keep) { keep_all_inputs_ = keep; }
 
     // The layers' Linear views, for attaching adapters, samplers, quantized bases, immediate updates.
     std::vector<TransformerLayer<Real>>& layers() { return layers_; }
@@ -67,6 +70,7 @@ class ModelCore {
     void check_inputs(const int* tokens, const int* targets, int B, int T) const;
 
     ModelConfig config_;
+    bool keep_all_inputs_ = false;
     std::vector<ParamTensor> tensors_;
     std::vector<Real> params_, grads_;
     Real *embed_ = nullptr, *dembed_ = nullptr, *normf_ = nullptr, *dnormf_ = nullptr;

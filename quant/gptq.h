@@ -49,7 +49,8 @@ namespace llmq {
 struct HessianAccumulator {
     int64_t dim = 0;           // in
     int64_t samples = 0;       // calibration rows seen (n)
-    std::vector<double> sum;   // (in, in) sum of x x^T over the rows seen
+    std::vector<double> sum;   // (in, in) sum of x x^T over the rows seen: lower triangle (column <= row) only,
+                               // the upper stays 0 (hessian() mirrors it)
 
     explicit HessianAccumulator(int64_t in);
     // x (rows, in) fp32 row-major: one activation vector per row (all tokens of all sequences). Throws
