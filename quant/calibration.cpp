@@ -105,11 +105,16 @@ CalibrationHessians calibrate_hessians(Model& model, const CalibrationSet& set, 
         }
         out.input_of[name] = pos->second;
     }
+    // the inputs are read from the saved activations after each forward: keep them all, for this pass only
+    // (also when an error leaves the loop)
+    struct KeepAllInputs {
+        ModelCore<float>& core;
+        explicit KeepAllInputs(ModelCore<float>& c) : core(c) { core.set_keep_all_inputs(true); }
+        ~KeepAllInputs() { core.set_keep_all_inputs(false); }
+    } keep_all(model.core());
     for (const std::vector<int>& seq : set.sequences) {
         const int T = (int)seq.size();
-        model.core().set_keep_all_inputs(true);  // the inputs are read from the saved activations below
         model.forward(seq.data(), nullptr, 1, T);
-        model.core().set_keep_all_inputs(false);
         const Activations<float>& acts = model.core().activations();
         for (size_t i = 0; i < sources.size(); i++) out.inputs[i].add(rows_of(acts, sources[i]), T);
         out.tokens += T;
