@@ -4,7 +4,6 @@
 //   ./train sample --ckpt PATH ...  generate text from a checkpoint
 //
 // What each include defines:
-//   adapters/lora.h      LoraAdapters: LoRA / QLoRA adapters on a frozen (quantized) base
 //   kernels/common.h     Error, LLMQ_CHECK, Rng (splitmix64), now_seconds
 //   layers/config.h      ModelConfig and the presets (tiny, 60m ... 7b)
 //   layers/model.h       Model: parameters, forward (loss or logits), backward, activations
@@ -12,6 +11,8 @@
 //   tools/checkpoint.h   the checkpoint file: save, read_checkpoint_info, load_checkpoint
 //   tools/trainer.h      TrainOptions, add_train_flags, train(): the data loader, AdamW, eval, metrics,
 //                        checkpoints and samples of a run (tools/dataloader.h, metrics.h, sampler.h)
+//   tools/train_method.h TrainMethod: what each --method trains (full, lora family, galore, loqt) and its step;
+//                        load_checkpoint_for_inference rebuilds a run's adapters for sampling
 //   tools/sampler.h      generate(): temperature / top-k sampling
 //   tools/tokenizer.h    Tokenizer: encode prompts, decode samples
 //
@@ -25,11 +26,11 @@
 #include <memory>
 #include <string>
 
-#include "adapters/lora.h"
 #include "kernels/common.h"
 #include "layers/config.h"
 #include "layers/model.h"
 #include "tools/checkpoint.h"
+#include "tools/train_method.h"
 #include "tools/flags.h"
 #include "tools/sampler.h"
 #include "tools/tokenizer.h"
@@ -128,8 +129,8 @@ static int sample_main(int argc, char** argv) {
     std::string path = resolve_checkpoint_path(s.ckpt);
     CheckpointInfo info = read_checkpoint_info(path);
     Model model(info.config, 0);
-    // a LoRA / QLoRA / ReLoRA run: the same adapters on the same (quantized) base, as its flags describe them
-    std::unique_ptr<LoraAdapters> lora = load_checkpoint_for_inference(path, info, model);
+    // an adapter run (LoRA family, LoQT): the same adapters on the same (quantized) base, as its flags describe them
+    std::unique_ptr<TrainMethod> method = load_checkpoint_for_inference(path, info, model);
 
     std::string vocab = s.vocab.empty() && s.encoding.empty() ? info.flag("vocab") : s.vocab;
     std::string encoding = s.encoding.empty() ? info.flag("encoding", "gpt2") : s.encoding;

@@ -3,7 +3,8 @@
 //   m = beta1 m + (1 - beta1) g,      v = beta2 v + (1 - beta2) g^2
 //   param -= lr * ( (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps) + weight_decay * param )
 // and the sum of squares behind the global gradient norm, in double over fixed chunks summed in
-// order, so clipping decisions do not depend on the thread count.
+// order, so clipping decisions do not depend on the thread count. The element math is inline in adamw.h,
+// shared with GaLore's projected Adam (adam_direction_cpu: the direction alone, no parameter update).
 #include "adamw.h"
 
 #include <algorithm>
@@ -19,16 +20,21 @@ template <typename Real>
 void adamw_update_cpu(Real* param, const Real* grad, Real* m, Real* v, size_t n, Real lr, Real beta1, Real beta2,
                       Real eps, Real weight_decay, int step, Real grad_scale) {
     LLMQ_CHECK(step >= 1, "adamw: step %d must be >= 1 (1-based, for the bias correction)", step);
-    const Real bc1 = Real(1) - (Real)std::pow((double)beta1, step);
-    const Real bc2 = Real(1) - (Real)std::pow((double)beta2, step);
+    const Real bc1 = adam_bias_correction(beta1, step), bc2 = adam_bias_correction(beta2, step);
 #pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
-    for (size_t i = 0; i < n; i++) {
-        const Real g = grad[i] * grad_scale;
-        m[i] = beta1 * m[i] + (Real(1) - beta1) * g;
-        v[i] = beta2 * v[i] + (Real(1) - beta2) * g * g;
-        const Real mhat = m[i] / bc1, vhat = v[i] / bc2;
-        param[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + weight_decay * param[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        adamw_apply(param[i], adam_direction(grad[i] * grad_scale, m[i], v[i], beta1, beta2, eps, bc1, bc2), lr,
+                    weight_decay);
+}
+
+template <typename Real>
+void adam_direction_cpu(Real* out, const Real* grad, Real* m, Real* v, size_t n, Real beta1, Real beta2, Real eps,
+                        int step, Real grad_scale) {
+    LLMQ_CHECK(step >= 1, "adam: step %d must be >= 1 (1-based, for the bias correction)", step);
+    const Real bc1 = adam_bias_correction(beta1, step), bc2 = adam_bias_correction(beta2, step);
+#pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
+    for (size_t i = 0; i < n; i++)
+        out[i] = adam_direction(grad[i] * grad_scale, m[i], v[i], beta1, beta2, eps, bc1, bc2);
 }
 
 template <typename Real>
@@ -51,6 +57,9 @@ template void adamw_update_cpu<float>(float*, const float*, float*, float*, size
                                       int, float);
 template void adamw_update_cpu<double>(double*, const double*, double*, double*, size_t, double, double, double,
                                        double, double, int, double);
+template void adam_direction_cpu<float>(float*, const float*, float*, float*, size_t, float, float, float, int, float);
+template void adam_direction_cpu<double>(double*, const double*, double*, double*, size_t, double, double, double, int,
+                                         double);
 template double sum_squares_cpu<float>(const float*, size_t);
 template double sum_squares_cpu<double>(const double*, size_t);
 

@@ -50,6 +50,14 @@ inline std::string format(const char* fmt, ...) {
     return out;
 }
 
+// "1.5 MB": bytes in the largest binary unit (KB = 1024 B) that keeps the number at least 1, one decimal.
+inline std::string human_bytes(double b) {
+    const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) b /= 1024, u++;
+    return format("%.1f %s", b, units[u]);
+}
+
 #define LLMQ_CHECK(cond, ...)                                          \
     do {                                                               \
         if (!(cond)) throw ::llmq::Error(::llmq::format(__VA_ARGS__)); \

@@ -34,6 +34,13 @@ float lr_at_step(const OptimizerConfig& c, int step) {
     return (float)(c.lr * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * cosine));
 }
 
+float global_grad_norm(const OptimizerConfig& c, const float* grads, size_t n, int step, float* clip_scale) {
+    const float norm = (float)std::sqrt(sum_squares_cpu(grads, n));
+    LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
+    *clip_scale = (c.grad_clip > 0 && norm > c.grad_clip) ? c.grad_clip / norm : 1.0f;
+    return norm;
+}
+
 AdamW::AdamW(const OptimizerConfig& config, size_t num_params)
     : config_(config), m_(num_params, 0.0f), v_(num_params, 0.0f) {
     LLMQ_CHECK(!config.eight_bit, "optimizer: 8-bit AdamW needs the tensor layout (AdamW(config, tensors))");
@@ -114,9 +121,8 @@ float AdamW::step(Model& model, int step) {
 float AdamW::step(float* params, const float* grads, size_t n, const std::vector<ParamTensor>& tensors, int step) {
     LLMQ_CHECK(config_.eight_bit ? tensors.size() == tensors_.size() : n == m_.size(),
                "optimizer: built for another parameter layout than the buffer's (%zu parameters)", n);
-    const float norm = (float)std::sqrt(sum_squares_cpu(grads, n));
-    LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
-    const float clip_scale = (config_.grad_clip > 0 && norm > config_.grad_clip) ? config_.grad_clip / norm : 1.0f;
+    float clip_scale = 1.0f;
+    const float norm = global_grad_norm(config_, grads, n, step, &clip_scale);
     const float lr = lr_at_step(config_, step) * lr_scale_;
     for (size_t i = 0; i < tensors.size(); i++) {
         const ParamTensor& t = tensors[i];

@@ -30,6 +30,10 @@ struct OptimizerConfig {
 
 // The learning rate at 0-based step: linear warmup, then cosine from lr to lr*min_lr_ratio at total_steps.
 float lr_at_step(const OptimizerConfig& c, int step);
+// The global norm of grads (n), returned, and in *clip_scale the factor on the gradients that clips it to
+// c.grad_clip (1 when under it or clipping is off). A non-finite norm throws Error naming the step.
+// Shared by AdamW::step and GaloreOptimizer::step (adapters/galore.h).
+float global_grad_norm(const OptimizerConfig& c, const float* grads, size_t n, int step, float* clip_scale);
 
 class AdamW {
   public:

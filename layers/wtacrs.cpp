@@ -111,75 +111,44 @@ void WtaCrsSampler<Real>::observe_output_grad(const Real* dout, int N, int OC) {
     }
 }
 
-namespace {
-template <typename T>
-void put(std::vector<uint8_t>& out, T v) {
-    const uint8_t* b = (const uint8_t*)&v;
-    out.insert(out.end(), b, b + sizeof v);
-}
-// Bounds-checked reading of state bytes.
-struct StateReader {
-    const uint8_t* p;
-    size_t n, pos = 0;
-    const char* what;
-    template <typename T>
-    T get() {
-        LLMQ_CHECK(pos + sizeof(T) <= n, "%s: WTA-CRS sampler state is truncated", what);
-        T v;
-        std::memcpy(&v, p + pos, sizeof v);
-        pos += sizeof v;
-        return v;
-    }
-};
-}  // namespace
-
 template <typename Real>
-void WtaCrsSampler<Real>::append_state(std::vector<uint8_t>& out) const {
-    put<uint64_t>(out, rng.state);
-    put<uint32_t>(out, (uint32_t)proxy_.size());
-    for (double g : proxy_) put<double>(out, g);
+void WtaCrsSampler<Real>::append_state(StateWriter& out) const {
+    out.put<uint64_t>(rng.state);
+    out.put<uint32_t>((uint32_t)proxy_.size());
+    out.put_array(proxy_.data(), proxy_.size());
 }
 
 template <typename Real>
-size_t WtaCrsSampler<Real>::restore_state(const uint8_t* p, size_t n, const char* what) {
-    StateReader r{p, n, 0, what};
-    rng.state = r.get<uint64_t>();
-    const uint32_t len = r.get<uint32_t>();
-    LLMQ_CHECK(len <= (n - r.pos) / sizeof(double), "%s: WTA-CRS sampler state is truncated (proxy of %u)", what, len);
-    proxy_.resize(len);
-    for (double& g : proxy_) {
-        g = r.get<double>();
-        LLMQ_CHECK(std::isfinite(g) && g >= 0, "%s: WTA-CRS sampler state is corrupt (proxy value %g)", what, g);
-    }
-    return r.pos;
+void WtaCrsSampler<Real>::restore_state(StateReader& in) {
+    rng.state = in.get<uint64_t>();
+    proxy_.resize(in.get<uint32_t>());
+    in.get_array(proxy_.data(), proxy_.size());
+    for (double g : proxy_)
+        LLMQ_CHECK(std::isfinite(g) && g >= 0, "%s: WTA-CRS sampler state is corrupt (proxy value %g)", in.what, g);
 }
 
 std::vector<uint8_t> wtacrs_state_bytes(const NamedSamplers& samplers) {
-    std::vector<uint8_t> out;
-    put<uint32_t>(out, (uint32_t)samplers.size());
+    StateWriter out;
+    out.put<uint32_t>((uint32_t)samplers.size());
     for (const auto& [name, sampler] : samplers) {
-        put<uint32_t>(out, (uint32_t)name.size());
-        out.insert(out.end(), name.begin(), name.end());
+        out.put_str(name);
         sampler->append_state(out);
     }
-    return out;
+    return out.bytes;
 }
 
 void restore_wtacrs_state(const NamedSamplers& samplers, const std::vector<uint8_t>& bytes, const char* what) {
-    StateReader r{bytes.data(), bytes.size(), 0, what};
-    const uint32_t count = r.get<uint32_t>();
+    StateReader in(bytes, what, "WTA-CRS sampler state");
+    const uint32_t count = in.get<uint32_t>();
     LLMQ_CHECK(count == samplers.size(), "%s: the checkpoint holds %u WTA-CRS samplers, this run has %zu (--wtacrs-layers "
                "must match the run that wrote it)", what, count, samplers.size());
     for (const auto& [name, sampler] : samplers) {
-        const uint32_t len = r.get<uint32_t>();
-        LLMQ_CHECK(len <= bytes.size() - r.pos, "%s: WTA-CRS sampler state is truncated (name)", what);
-        const std::string stored((const char*)bytes.data() + r.pos, len);
-        r.pos += len;
+        const std::string stored = in.get_str();
         LLMQ_CHECK(stored == name, "%s: the checkpoint's WTA-CRS sampler '%s' is '%s' in this run (--wtacrs-layers must "
                    "match the run that wrote it)", what, stored.c_str(), name.c_str());
-        r.pos += sampler->restore_state(bytes.data() + r.pos, bytes.size() - r.pos, what);
+        sampler->restore_state(in);
     }
-    LLMQ_CHECK(r.pos == bytes.size(), "%s: WTA-CRS sampler state has %zu unread bytes", what, bytes.size() - r.pos);
+    in.expect_end();
 }
 
 template int wtacrs_select<float>(const std::vector<double>&, int, Rng&, std::vector<int>&, std::vector<float>&);

@@ -35,6 +35,7 @@
 
 #include "../kernels/common.h"
 #include "linear.h"
+#include "state_bytes.h"
 
 namespace llmq {
 
@@ -61,9 +62,9 @@ class WtaCrsSampler : public RowSampler<Real> {
     void observe_output_grad(const Real* dout, int N, int OC) override;
 
     // The state a resumed run needs to draw the same rows: the Rng and the proxy. append_state adds it to out;
-    // restore_state reads it back from p (n bytes left), returns the bytes used; Error naming `what` when short.
-    void append_state(std::vector<uint8_t>& out) const;
-    size_t restore_state(const uint8_t* p, size_t n, const char* what);
+    // restore_state reads it back (Error naming the file when short or corrupt).
+    void append_state(StateWriter& out) const;
+    void restore_state(StateReader& in);
 
     double ratio() const { return ratio_; }
     int last_winners() const { return last_winners_; }

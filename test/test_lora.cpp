@@ -14,6 +14,7 @@
 #include "../tools/hf_llama.h"
 #include "../tools/hf_peft.h"
 #include "../tools/json.h"
+#include "../tools/train_method.h"
 #include "../tools/trainer.h"
 #include "train_test_util.h"
 
@@ -152,7 +153,7 @@ TEST(Lora, AdapterCountsAndBadFlags) {
     full.resume = o.out;
     full.steps = 2;
     full.out = temp_dir("lora_out");
-    expect_error([&] { train(full, quiet); }, {"latest.ckpt", "adapters", "--method"});
+    expect_error([&] { train(full, quiet); }, {"latest.ckpt", "--method lora", "--method full"});
     fclose(quiet);
 }
 
@@ -173,11 +174,11 @@ TEST(Lora, ACheckpointRebuildsItsAdaptersForSampling) {
     Model plain(info.config, 0);
     expect_error([&] { load_checkpoint(o.out + "/latest.ckpt", plain, nullptr, nullptr); }, {"holds adapters"});
     Model sampled(info.config, 0), base(info.config, o.seed);  // base: the run's initial (= frozen) weights
-    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(sampled, trained);
+    TrainMethod method(sampled, trained, nullptr);
+    LoraAdapters* lora = method.lora();
     ASSERT_TRUE(lora);
-    AdapterSection section{lora->params(), lora->num_params(), nullptr};
-    load_checkpoint(o.out + "/latest.ckpt", sampled, nullptr, &section);
-    EXPECT_GT(quantize_method_base(sampled, trained), 0u);
+    method.load(o.out + "/latest.ckpt");
+    EXPECT_GT(method.memory().weights, 4 * sampled.num_params() + 4 * lora->num_params()) << "+ the quantized base";
     // B moved off zero, so the outputs are no longer the base model's
     float b_max = 0;
     for (size_t i = 1; i < lora->tensors().size(); i += 2)
@@ -200,8 +201,8 @@ TEST(Lora, ConvertExportsAnAdapterCheckpointMerged) {
     ASSERT_EQ(r.exit_code, 0) << r.output;
     CheckpointInfo info = read_checkpoint_info(ckpt);
     Model adapted(info.config, 0);
-    std::unique_ptr<LoraAdapters> lora = load_checkpoint_for_inference(ckpt, info, adapted);
-    ASSERT_TRUE(lora);
+    std::unique_ptr<TrainMethod> method = load_checkpoint_for_inference(ckpt, info, adapted);
+    ASSERT_TRUE(method->lora());
     HfModel merged = load_hf_llama(dir);
     EXPECT_LT(max_abs_diff(logits_of(*merged.model), logits_of(adapted)), 1e-5f);
 }

@@ -27,8 +27,7 @@
 #include "checkpoint.h"
 #include "hf_llama.h"
 #include "hf_peft.h"
-#include "trainer.h"
-#include "../adapters/lora.h"
+#include "train_method.h"
 
 using namespace llmq;
 
@@ -186,8 +185,8 @@ void llmq_to_hf(const Args& a) {
     const CheckpointInfo info = read_checkpoint_info(path);
     Model model(info.config, 0);
     // an adapter run exports merged: W (dequantized when the base was quantized) + s B A, a plain HF model
-    std::unique_ptr<LoraAdapters> lora = load_checkpoint_for_inference(path, info, model);
-    if (lora) save_hf_llama_merged(a.positional[1], model, dtype);
+    std::unique_ptr<TrainMethod> method = load_checkpoint_for_inference(path, info, model);
+    if (method->has_adapters()) save_hf_llama_merged(a.positional[1], model, dtype);
     else save_hf_llama(a.positional[1], model, dtype);
     printf("wrote %s (%s, %s, step %lld of %s)\n", a.positional[1].c_str(), info.config.describe().c_str(),
            dtype_name(dtype), (long long)info.state.step, path.c_str());

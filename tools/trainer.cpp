@@ -11,8 +11,6 @@
 #include <fstream>
 #include <memory>
 
-#include "../adapters/lora.h"
-#include "../adapters/relora.h"
 #include "../kernels/common.h"
 #include "../layers/model.h"
 #include "../layers/optimizer.h"
@@ -25,6 +23,7 @@
 #include "progress.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "train_method.h"
 
 namespace llmq {
 
@@ -51,10 +50,13 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("optimizer", &o.optimizer, "AdamW with fp32 states (8 bytes/param) or block-wise 8-bit states (~2.03)",
           {"adamw", "adamw8bit"});
     f.add("method", &o.method, "what trains: full (every weight), lora (adapters on the frozen base), qlora (adapters "
-          "on the quantized base), relora (lora merged into the base every --relora-every steps)",
-          {"full", "lora", "qlora", "relora"});
-    f.add("rank", &o.rank, "LoRA rank r");
-    f.add("alpha", &o.alpha, "LoRA alpha: adapters add (alpha / r) B A x");
+          "on the quantized base), relora (lora merged into the base every --relora-every steps), galore (every "
+          "weight; the attention and MLP linears with GaLore's projected Adam of rank --rank), loqt (one trained "
+          "factor on an NF4 base, merged and re-projected on the gradient at growing intervals), loqt-nq (the same on "
+          "an fp32 base)", {"full", "lora", "qlora", "relora", "galore", "loqt", "loqt-nq"});
+    f.add("rank", &o.rank, "adapter rank r (galore: the rank of the gradient projections)");
+    f.add("alpha", &o.alpha, "adapter scale: LoRA adds (alpha / r) B A x, LoQT alpha B A x (0: the method's default, "
+          "lora 16, loqt 0.5)");
     f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
     f.add("weights", &o.weights, "base weights of the attention and MLP linears: bf16 (unquantized, fp32 on the CPU) or "
           "a quantized format (frozen; qlora: nf4 unless another is given)", {"bf16", "nf4", "fp4", "int4", "int3", "int2"});
@@ -64,6 +66,13 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("relora-every", &o.relora_every, "relora: merge the adapters into the base and restart them every N steps");
     f.add("relora-rewarmup", &o.relora_rewarmup, "relora: re-warm the lr linearly over N steps after each merge");
     f.add("relora-prune", &o.relora_prune, "relora: fraction of the adapters' optimizer state zeroed at each merge");
+    f.add("galore-every", &o.galore_every, "galore: recompute each linear's projection (SVD of its gradient) every N "
+          "steps");
+    f.add("galore-scale", &o.galore_scale, "galore: the factor on the projected-back Adam update (the paper's alpha)");
+    f.add("loqt-tau", &o.loqt_tau, "loqt: merge at steps 0, tau, then at gaps tau + floor(psi^k)");
+    f.add("loqt-psi", &o.loqt_psi, "loqt: growth of the merge gaps (see --loqt-tau)");
+    f.add("loqt-quant-p", &o.loqt_quant_p, "loqt: 1 stores the frozen projection P in NF4");
+    f.add("loqt-ec-iters", &o.loqt_ec_iters, "loqt: error-compensation iterations at each merge (0: none)");
     f.add("on-nan", &o.on_nan, "on a non-finite loss or gradient: stop (exit 1) or skip the step", {"stop", "skip"});
     f.add("device", &o.device, "where to train (auto: cuda when a GPU and the CUDA backend exist)",
           {"auto", "cpu", "cuda"});
@@ -130,6 +139,21 @@ void check_options(const TrainOptions& o) {
     LLMQ_CHECK(o.method != "relora" || o.weights == "bf16",
                "--method relora merges the adapters into the base, which needs it unquantized: drop --weights %s",
                o.weights.c_str());
+    LLMQ_CHECK(o.method != "galore" || (o.weights == "bf16" && o.optimizer == "adamw"),
+               "--method galore trains every weight with fp32 projected moments: %s", o.weights != "bf16" ?
+               "a quantized base (--weights) is frozen; drop --weights" : "8-bit GaLore states are not implemented; "
+               "use --optimizer adamw");
+    LLMQ_CHECK(o.galore_every > 0 && o.galore_scale > 0, "--galore-every %d and --galore-scale %g must be positive",
+               o.galore_every, o.galore_scale);
+    const bool loqt = o.method == "loqt" || o.method == "loqt-nq";
+    LLMQ_CHECK(!loqt || o.weights == "bf16", "--method %s keeps its own base (loqt: NF4 with --quant-block and "
+               "--double-quant; loqt-nq: fp32): drop --weights %s", o.method.c_str(), o.weights.c_str());
+    LLMQ_CHECK(o.loqt_tau > 0, "--loqt-tau %d must be positive", o.loqt_tau);
+    LLMQ_CHECK(o.loqt_psi > 0, "--loqt-psi %g must be positive", o.loqt_psi);
+    LLMQ_CHECK(o.loqt_quant_p == 0 || o.loqt_quant_p == 1, "--loqt-quant-p %d must be 0 or 1", o.loqt_quant_p);
+    LLMQ_CHECK(o.loqt_ec_iters >= 0, "--loqt-ec-iters %d must not be negative", o.loqt_ec_iters);
+    LLMQ_CHECK(o.rank > 0, "--rank %d must be positive", o.rank);
+    LLMQ_CHECK(o.alpha >= 0, "--alpha %g must not be negative (0: the method's default)", o.alpha);
     LLMQ_CHECK(o.relora_every > 0, "--relora-every %d must be positive", o.relora_every);
     LLMQ_CHECK(o.relora_rewarmup >= 0, "--relora-rewarmup %d must not be negative", o.relora_rewarmup);
     LLMQ_CHECK(o.relora_prune >= 0 && o.relora_prune <= 1, "--relora-prune %g must lie in [0, 1]", o.relora_prune);
@@ -247,49 +271,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const TrainOptions& o) {
     return std::make_unique<Tokenizer>(Tokenizer::from_encoding(o.encoding));
 }
 
-std::string human_bytes(double b) {
-    const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-    int u = 0;
-    while (b >= 1024 && u < 4) b /= 1024, u++;
-    return format("%.1f %s", b, units[u]);
-}
-
 }  // namespace
-
-std::unique_ptr<LoraAdapters> attach_method_adapters(Model& model, const TrainOptions& o) {
-    if (o.method == "full") return nullptr;
-    return std::make_unique<LoraAdapters>(model, LoraOptions{o.rank, o.alpha, o.lora_targets}, o.seed ^ 0x10A4ull);
-}
-
-size_t quantize_method_base(Model& model, const TrainOptions& o, std::string* weights_used) {
-    const std::string weights = o.method == "qlora" && o.weights == "bf16" ? "nf4" : o.weights;
-    if (weights_used) *weights_used = weights;
-    if (weights == "bf16") return 0;
-    QuantSpec spec;
-    spec.format = parse_format(weights, "--weights");
-    spec.block = o.quant_block;
-    spec.double_quant = o.double_quant != 0;
-    return quantize_model_linears(model, spec);
-}
-
-TrainOptions options_of_checkpoint(const CheckpointInfo& info) {
-    TrainOptions o;
-    FlagSet flags;
-    add_train_flags(flags, o);
-    for (const auto& kv : info.flags)
-        if (flags.has(kv.first)) flags.set(kv.first, kv.second);
-    return o;
-}
-
-std::unique_ptr<LoraAdapters> load_checkpoint_for_inference(const std::string& path, const CheckpointInfo& info,
-                                                            Model& model) {
-    const TrainOptions trained = options_of_checkpoint(info);
-    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(model, trained);
-    AdapterSection adapters{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, nullptr};
-    load_checkpoint(path, model, nullptr, lora ? &adapters : nullptr);
-    quantize_method_base(model, trained);
-    return lora;
-}
 
 std::string describe_non_finite(Model& model, double loss) {
     std::vector<std::string> parts;
@@ -389,30 +371,21 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     ocfg.weight_decay = o.weight_decay;
     ocfg.grad_clip = o.grad_clip;
     ocfg.eight_bit = o.optimizer == "adamw8bit";
-    // what trains: the model's own buffer (full), or the adapters' (lora, qlora) on the frozen base
-    std::unique_ptr<LoraAdapters> lora = attach_method_adapters(model, o);
-    AdamW adam = lora ? AdamW(ocfg, lora->tensors()) : AdamW(ocfg, model.tensors());
-    AdapterSection adapter_section{lora ? lora->params() : nullptr, lora ? lora->num_params() : 0, &adam};
-    AdapterSection* adapters = lora ? &adapter_section : nullptr;
-    AdamW* model_opt = lora ? nullptr : &adam;
+    // what trains and how it steps (tools/train_method.h): full, the lora family, galore, loqt
+    TrainMethod method(model, o, &ocfg);
     Rng rng(o.seed);  // the training Rng: nothing draws from it yet (dropout would); checkpointed all the same
     int64_t step = 0;
-    CheckpointInfo resumed;  // with the methods' own state sections, restored once the methods are set up
+    CheckpointInfo resumed;  // with the state sections, WTA-CRS's restored once its samplers are set up
     if (!ckpt_path.empty()) {
-        resumed = load_checkpoint(ckpt_path, model, model_opt, adapters);
+        resumed = method.load(ckpt_path);  // a qlora base is quantized from the loaded, never trained, weights
         step = ckpt.state.step;
         train_data.set_position({ckpt.state.data_epoch, ckpt.state.data_index});
         rng.state = ckpt.state.rng_state;
         LLMQ_CHECK(step < o.steps, "%s: the checkpoint is at step %lld and --steps is %d: nothing left to do (raise "
                    "--steps)", ckpt_path.c_str(), (long long)step, o.steps);
+    } else {
+        method.start_fresh();
     }
-    // QLoRA's base: quantized from the (initial, loaded or resumed: never trained) fp32 weights, so a resumed run
-    // gets the same codes
-    std::string weights;
-    const size_t quant_bytes = quantize_method_base(model, o, &weights);
-    if (quant_bytes)
-        fprintf(log, "base weights: %s, block %d%s: %s of codes and scales\n", weights.c_str(), o.quant_block,
-                o.double_quant ? ", double-quantized absmax" : "", human_bytes((double)quant_bytes).c_str());
     result.first_step = step;
     // WTA-CRS: one sampler per chosen Linear, seeded from --seed and the layer; their Rng and ||dY|| proxy are
     // checkpointed (a "wtacrs" state section), so a resumed run draws the same rows
@@ -495,10 +468,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         TrainState st{at_step, train_data.position().epoch, train_data.position().index, rng.state};
         std::vector<StateSection> sections;
         if (!samplers.empty()) sections.push_back({"wtacrs", wtacrs_state_bytes(samplers)});
-        if (latest) save_checkpoint(o.out + "/latest.ckpt", model, model_opt, st, flag_values, adapters, sections);
+        if (latest) method.save(o.out + "/latest.ckpt", st, flag_values, sections);
         if (o.ckpt_keep_every > 0 && at_step % o.ckpt_keep_every == 0)
-            save_checkpoint(o.out + format("/ckpt_step_%06lld.ckpt", (long long)at_step), model, model_opt, st,
-                            flag_values, adapters, sections);
+            method.save(o.out + format("/ckpt_step_%06lld.ckpt", (long long)at_step), st, flag_values, sections);
     };
     auto sample = [&](int64_t at_step) {
         if (!tok || o.sample_tokens <= 0) return;
@@ -515,28 +487,15 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     const bool tty_bar = log == stdout && isatty(fileno(stderr));
     Progress bar("train", o.steps, Progress::Count, "step", log == stdout ? stderr : log);
     bar.update((double)step);
-    // memory by component: fp32 weights, fp32 gradients, optimizer moments, activations (+ layer scratch)
-    // (the CPU backend keeps the fp32 base beside a quantized one's codes, and the model's gradient buffer
-    //  even when the base is frozen: what is allocated is what is reported)
-    const size_t trained = lora ? lora->num_params() : model.num_params();
-    const size_t adapter_bytes = lora ? 4 * lora->num_params() : 0;
-    const size_t weight_bytes = 4 * model.num_params() + quant_bytes + adapter_bytes;
-    const size_t grad_bytes = 4 * model.num_params() + adapter_bytes;
-    const size_t optimizer_bytes = adam.state_bytes();
-    if (lora)
-        fprintf(log, "method %s: rank %d, alpha %g on %s: %zu trainable parameters (%.2f%% of the model's %zu)\n",
-                o.method.c_str(), o.rank, o.alpha, o.lora_targets.c_str(), trained, 100.0 * trained / model.num_params(),
-                model.num_params());
-    fprintf(log, "memory: weights %s, gradients %s, optimizer state %s (%s, %.2f bytes per trained parameter)\n",
-            human_bytes((double)weight_bytes).c_str(), human_bytes((double)grad_bytes).c_str(),
-            human_bytes((double)optimizer_bytes).c_str(), o.optimizer.c_str(), (double)optimizer_bytes / trained);
+    // memory by component: weights, gradients, optimizer state (the method's), activations (+ layer scratch)
+    method.describe(log);
+    const MethodMemory held = method.memory();
     const float micro_scale = 1.0f / o.grad_accum;
-    const ReloraOptions relora{o.relora_every, o.relora_rewarmup, o.relora_prune};
     InterruptGuard interrupt_guard;
     for (; step < o.steps; step++) {
         double t0 = now_seconds();
-        model.zero_grad();
-        if (lora) lora->zero_grad();
+        method.zero_grad();
+        method.begin_step((int)step);
         double loss = 0;
         for (int micro = 0; micro < o.grad_accum; micro++) {
             train_data.next_batch(inputs.data(), targets.data());
@@ -544,25 +503,17 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             model.backward(micro_scale);
         }
         loss /= o.grad_accum;
-        bool finite = std::isfinite(loss) && (lora ? all_finite(lora->grads(), lora->num_params())
-                                                    : all_finite(model.grads(), model.num_params()));
-        const float lr_scale = o.method == "relora" ? relora_lr_scale(relora, (int)step) : 1.0f;
-        adam.set_lr_scale(lr_scale);
-        float lr = lr_at_step(ocfg, (int)step) * lr_scale, norm = NAN;
+        const bool finite = std::isfinite(loss) && method.grads_finite();
+        const float lr = method.lr((int)step);
         if (!finite) {
             std::string what = describe_non_finite(model, loss);
-            LLMQ_CHECK(o.on_nan == "skip", "step %lld: %s; stopping (--on-nan skip skips such steps)",
-                       (long long)step + 1, what.c_str());
+            LLMQ_CHECK(o.on_nan == "skip" && !method.merging(), "step %lld: %s; stopping (%s)", (long long)step + 1,
+                       what.c_str(), method.merging() ? "a LoQT merge step's gradient sets the projections"
+                                                      : "--on-nan skip skips such steps");
             fprintf(log, "step %lld: %s; skipping the update (--on-nan skip)\n", (long long)step + 1, what.c_str());
             result.skipped_steps++;
-        } else {
-            norm = lora ? adam.step(lora->params(), lora->grads(), lora->num_params(), lora->tensors(), (int)step)
-                        : adam.step(model, (int)step);
         }
-        if (o.method == "relora" && relora_merges_after(relora, (int)step)) {
-            relora_merge(*lora, adam, relora, (int)step, o.seed);
-            fprintf(log, "step %lld: relora merged the adapters into the base and restarted them\n", (long long)step + 1);
-        }
+        const float norm = method.finish_step((int)step, !finite, log);
         double dt = now_seconds() - t0;
         double tokens_per_s = (double)B * T * o.grad_accum / dt;
         // activations include the Linears' scratch and WTA-CRS's kept rows (reported apart too)
@@ -570,12 +521,12 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         size_t kept = 0;
         for (auto& L : model.core().layers())
             for (const Linear<float>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) kept += lin->kept_sample_bytes();
-        size_t mem = weight_bytes + grad_bytes + optimizer_bytes + act_bytes;
+        size_t mem = held.weights + held.grads + held.optimizer + act_bytes;
         result.losses.push_back((float)loss);
         metrics.log({{"step", (double)step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                      {"tokens_per_s", tokens_per_s}, {"mem_bytes", (double)mem},
-                     {"mem_weights", (double)weight_bytes}, {"mem_grads", (double)grad_bytes},
-                     {"mem_optimizer", (double)optimizer_bytes}, {"mem_activations", (double)act_bytes},
+                     {"mem_weights", (double)held.weights}, {"mem_grads", (double)held.grads},
+                     {"mem_optimizer", (double)held.optimizer}, {"mem_activations", (double)act_bytes},
                      {"wtacrs_kept_bytes", (double)kept}, {"step_s", dt},
                      {"skipped", finite ? 0.0 : 1.0}});
         bar.update((double)step + 1);
@@ -618,7 +569,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     metrics.write_plot("llmq " + cfg.name + ": loss");
     save(o.steps, true);
     fprintf(log, "wrote %s, %s/loss.svg, %s/latest.ckpt\n", metrics.path().c_str(), o.out.c_str(), o.out.c_str());
-    if (lora) {  // the adapters alone, as peft loads them onto the base model
+    if (method.lora()) {  // the adapters alone, as peft loads them onto the base model
         PeftExportOptions pe;
         pe.base_model_name_or_path = o.init_from;
         save_peft_adapter(o.out + "/adapter", model, pe);

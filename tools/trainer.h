@@ -46,16 +46,24 @@ struct TrainOptions {
     int warmup = 30;
     float weight_decay = 0.1f, grad_clip = 1.0f;
     std::string optimizer = "adamw";  // adamw (fp32 states) or adamw8bit (block-wise 8-bit states)
-    // what trains: every weight (full), or LoRA adapters on the frozen base (lora), on a quantized base (qlora)
+    // what trains (tools/train_method.h): every weight (full; galore: with GaLore's projected Adam on the linears),
+    // LoRA adapters on the frozen base (lora), on a quantized base (qlora), merged periodically (relora), LoQT's
+    // one trained factor per linear on an NF4 (loqt) or fp32 (loqt-nq) base
     std::string method = "full";
     int rank = 8;
-    float alpha = 16.0f;
+    float alpha = 0;  // 0: the method's default (method_alpha: lora family 16, loqt 0.5)
     std::string lora_targets = "all-linear";
     std::string weights = "bf16";  // base weight format: bf16 (unquantized; fp32 on the CPU) or nf4|fp4|int4|int3|int2
     int quant_block = 64;
     int double_quant = 0;
     int relora_every = 100, relora_rewarmup = 10;  // --method relora: merge every K steps, lr re-warmup
     float relora_prune = 0.99f;                    // fraction of the adapters' optimizer state zeroed at a merge
+    int galore_every = 200;                        // --method galore (rank: --rank): projection refresh interval
+    float galore_scale = 0.25f;                    // and the factor on the projected-back update
+    int loqt_tau = 100;         // --method loqt|loqt-nq (adapters/loqt.h): merges at 0, tau, then gaps tau + floor(psi^k)
+    float loqt_psi = 1.2f;
+    int loqt_quant_p = 0;       // 1: the frozen factor P in NF4
+    int loqt_ec_iters = 5;      // error-compensation iterations at each merge (0: the trained factor restarts at 0)
     std::string on_nan = "stop";
     // machine
     std::string device = "auto";
@@ -81,20 +89,7 @@ void apply_checkpoint_flags(FlagSet& flags, const CheckpointInfo& info);
 // The model shape for opts (preset + overrides) with the given vocabulary; validated.
 ModelConfig model_config_for(const TrainOptions& opts, int vocab_size);
 
-class LoraAdapters;
 class Model;
-// --method lora|qlora: freezes model's base and attaches the adapters (null for --method full).
-std::unique_ptr<LoraAdapters> attach_method_adapters(Model& model, const TrainOptions& opts);
-// --weights (qlora: nf4 unless given): quantizes the attention and MLP weights; returns the bytes of their
-// codes and scales (0 when the base stays unquantized) and sets *weights_used to the format.
-size_t quantize_method_base(Model& model, const TrainOptions& opts, std::string* weights_used = nullptr);
-// The options a checkpoint was trained with (its stored flags over the defaults): for sampling and export.
-TrainOptions options_of_checkpoint(const CheckpointInfo& info);
-// Loads a checkpoint's weights into model (built from info.config) for inference or export: a LoRA / QLoRA /
-// ReLoRA run's adapters are rebuilt from its flags and filled, its base quantized as trained. Returns the
-// adapters (null for a full run); keep them alive while the model is used.
-std::unique_ptr<LoraAdapters> load_checkpoint_for_inference(const std::string& path, const CheckpointInfo& info,
-                                                            Model& model);
 
 struct TrainResult {
     int64_t first_step = 0;     // the step the run started from (0, or the checkpoint's)

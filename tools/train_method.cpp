@@ -1,0 +1,252 @@
+// train_method.cpp: each --method's parts, optimizer step, checkpoint state and report (see train_method.h).
+#include "train_method.h"
+
+#include <cmath>
+
+#include "../adapters/galore.h"
+#include "../adapters/lora.h"
+#include "../adapters/loqt.h"
+#include "../adapters/relora.h"
+#include "../kernels/adamw.h"
+#include "../kernels/common.h"
+#include "flags.h"
+
+namespace llmq {
+
+namespace {
+
+bool is_lora_family(const std::string& m) { return m == "lora" || m == "qlora" || m == "relora"; }
+bool is_loqt(const std::string& m) { return m == "loqt" || m == "loqt-nq"; }
+
+bool finite(const float* x, size_t n) { return std::isfinite(sum_squares_cpu(x, n)); }  // NaN and inf propagate
+
+ReloraOptions relora_options(const TrainOptions& o) { return {o.relora_every, o.relora_rewarmup, o.relora_prune}; }
+
+LoqtOptions loqt_options(const TrainOptions& o) {
+    LoqtOptions lo;
+    lo.rank = o.rank, lo.alpha = method_alpha(o);
+    lo.quantize_base = o.method == "loqt";
+    lo.base_spec.block = o.quant_block;
+    lo.base_spec.double_quant = o.double_quant != 0;
+    lo.quantize_p = o.loqt_quant_p != 0;
+    lo.ec_iters = o.loqt_ec_iters;
+    lo.tau = o.loqt_tau, lo.psi = o.loqt_psi, lo.total_steps = o.steps;
+    return lo;
+}
+
+// What a LoQT run trains and holds, in one line.
+void log_loqt_setup(FILE* log, const LoqtAdapters& q, const std::string& method, size_t model_params) {
+    const LoqtOptions& lo = q.options();
+    std::vector<int> merges;
+    for (int s : loqt_merge_schedule(lo.tau, lo.psi, lo.total_steps))
+        if (loqt_merges_at(lo, s)) merges.push_back(s);
+    std::string list;
+    for (size_t i = 0; i < merges.size() && i < 6; i++) list += (i ? "," : "") + std::to_string(merges[i]);
+    if (merges.size() > 6) list += ",...";
+    const int a_frozen = q.count_p_is_A();
+    const std::string base = lo.quantize_base ? format("NF4 block %d%s", lo.base_spec.block,
+                                                       lo.base_spec.double_quant ? " double-quantized" : "")
+                                              : "fp32";
+    fprintf(log, "method %s: rank %d, s = alpha = %g on %zu Linears, base %s; trains B (out,r) of %d Linears (in <= "
+            "out, A frozen) and A (r,in) of %d (out < in, B frozen): %zu factor parameters, plus %zu embedding, norm and "
+            "lm_head parameters (%.2f%% of the model's %zu); frozen P %s (%s); weights: base codes and scales %s, "
+            "factors %s; merges at 0-based steps %s (%zu in %d steps), error compensation %d iterations\n",
+            method.c_str(), lo.rank, lo.alpha, q.num_wrapped(), base.c_str(), a_frozen, (int)q.num_wrapped() - a_frozen,
+            q.num_params(), q.num_model_trained(), 100.0 * (q.num_params() + q.num_model_trained()) / model_params,
+            model_params, lo.quantize_p ? "NF4" : "fp32", human_bytes((double)q.frozen_bytes()).c_str(),
+            human_bytes((double)q.base_bytes()).c_str(), human_bytes(4.0 * q.num_params() + q.frozen_bytes()).c_str(),
+            list.c_str(), merges.size(), lo.total_steps, lo.quantize_base ? lo.ec_iters : 0);
+}
+
+}  // namespace
+
+float method_alpha(const TrainOptions& o) {
+    if (o.alpha > 0) return o.alpha;
+    return is_loqt(o.method) ? 0.5f : 16.0f;
+}
+
+TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerConfig* optimizer)
+    : model_(model), o_(o) {
+    if (optimizer) ocfg_ = *optimizer;
+    if (is_lora_family(o.method))
+        lora_ = std::make_unique<LoraAdapters>(model, LoraOptions{o.rank, method_alpha(o), o.lora_targets},
+                                               o.seed ^ 0x10A4ull);
+    else if (is_loqt(o.method))
+        loqt_ = std::make_unique<LoqtAdapters>(model, loqt_options(o));  // wraps (and in loqt quantizes) the Linears
+    if (!optimizer) return;
+    if (lora_) {
+        trained_opt_ = std::make_unique<AdamW>(ocfg_, lora_->tensors());
+    } else if (loqt_) {
+        OptimizerConfig c = ocfg_;
+        c.grad_clip = 0;  // loqt_optimizer_step clips the factors and the unwrapped tensors by one norm
+        trained_opt_ = std::make_unique<AdamW>(c, loqt_->tensors());
+        model_opt_ = loqt_model_optimizer(*loqt_, model, c);
+    } else if (o.method == "galore") {
+        galore_ = std::make_unique<GaloreOptimizer>(ocfg_, GaloreOptions{o.rank, o.galore_every, o.galore_scale},
+                                                    model.tensors());
+    } else {
+        model_opt_ = std::make_unique<AdamW>(ocfg_, model.tensors());
+    }
+}
+
+TrainMethod::~TrainMethod() = default;
+
+float* TrainMethod::trained_params() const {
+    return lora_ ? lora_->params() : loqt_ ? loqt_->params() : nullptr;
+}
+
+size_t TrainMethod::trained_count() const {
+    return lora_ ? lora_->num_params() : loqt_ ? loqt_->num_params() : 0;
+}
+
+bool TrainMethod::has_adapters() const { return lora_ || loqt_; }
+
+CheckpointInfo TrainMethod::load(const std::string& path) {
+    const CheckpointInfo header = read_checkpoint_info(path);
+    const std::string written_by = header.flag("method", "full");
+    LLMQ_CHECK(header.flags.empty() || written_by == o_.method,
+               "%s: written by --method %s, but this run is --method %s: a checkpoint resumes (or loads) only as the "
+               "method that wrote it", path.c_str(), written_by.c_str(), o_.method.c_str());
+    AdapterSection section{trained_params(), trained_count(), trained_opt_.get()};
+    CheckpointInfo info = load_checkpoint(path, model_, model_opt_.get(), trained_count() ? &section : nullptr);
+    auto state_of = [&](const char* name, const char* what) {
+        const StateSection* s = info.section(name);
+        LLMQ_CHECK(s, "%s: --method %s, but the checkpoint holds no %s state section", path.c_str(), o_.method.c_str(),
+                   what);
+        return s;
+    };
+    if (galore_) {
+        const StateSection* s = state_of("galore", "GaLore");
+        galore_->deserialize(s->bytes.data(), s->bytes.size(), path.c_str());
+    }
+    if (loqt_) loqt_->deserialize(state_of("loqt", "LoQT")->bytes, path.c_str());
+    start_fresh();
+    return info;
+}
+
+void TrainMethod::start_fresh() {
+    if (loqt_) {  // LoQT quantized its own bases when it wrapped the Linears (or took them from the checkpoint)
+        quant_bytes_ = loqt_->base_bytes();
+        base_format_ = loqt_->options().quantize_base ? "nf4" : "bf16";
+        return;
+    }
+    const std::string weights = o_.method == "qlora" && o_.weights == "bf16" ? "nf4" : o_.weights;
+    if (weights == "bf16" || quant_bytes_) return;
+    QuantSpec spec;
+    spec.format = parse_format(weights, "--weights");
+    spec.block = o_.quant_block;
+    spec.double_quant = o_.double_quant != 0;
+    quant_bytes_ = quantize_model_linears(model_, spec);
+    base_format_ = weights;
+}
+
+void TrainMethod::save(const std::string& path, const TrainState& state, const FlagValues& flags,
+                       std::vector<StateSection> extra) const {
+    AdapterSection section{trained_params(), trained_count(), trained_opt_.get()};
+    if (galore_) extra.push_back({"galore", galore_->serialize()});
+    if (loqt_) extra.push_back({"loqt", loqt_->serialize()});
+    save_checkpoint(path, model_, model_opt_.get(), state, flags, trained_count() ? &section : nullptr, extra);
+}
+
+MethodMemory TrainMethod::memory() const {
+    MethodMemory m;
+    const size_t P = model_.num_params();
+    // LoQT holds its trained and frozen factors in fp32 (the frozen ones NF4-rounded with --loqt-quant-p)
+    const size_t adapters = lora_ ? 4 * lora_->num_params() : loqt_ ? 4 * (loqt_->num_params() + loqt_->num_frozen()) : 0;
+    m.weights = 4 * P + quant_bytes_ + adapters;
+    m.grads = 4 * P + 4 * trained_count();
+    for (const AdamW* opt : {model_opt_.get(), trained_opt_.get()})
+        if (opt) m.optimizer += opt->state_bytes();
+    if (galore_) m.optimizer += galore_->state_bytes();
+    m.trained_params = lora_ ? lora_->num_params() : loqt_ ? loqt_->num_params() + loqt_->num_model_trained() : P;
+    return m;
+}
+
+void TrainMethod::describe(FILE* log) const {
+    if (quant_bytes_ && !loqt_)
+        fprintf(log, "base weights: %s, block %d%s: %s of codes and scales\n", base_format_.c_str(), o_.quant_block,
+                o_.double_quant ? ", double-quantized absmax" : "", human_bytes((double)quant_bytes_).c_str());
+    const size_t P = model_.num_params();
+    if (lora_)
+        fprintf(log, "method %s: rank %d, alpha %g on %s: %zu trainable parameters (%.2f%% of the model's %zu)\n",
+                o_.method.c_str(), o_.rank, method_alpha(o_), o_.lora_targets.c_str(), lora_->num_params(),
+                100.0 * lora_->num_params() / P, P);
+    if (loqt_) log_loqt_setup(log, *loqt_, o_.method, P);
+    if (galore_) fprintf(log, "%s\n", galore_->describe().c_str());
+    const MethodMemory m = memory();
+    fprintf(log, "memory: weights %s, gradients %s, optimizer state %s (%s, %.2f bytes per trained parameter)\n",
+            human_bytes((double)m.weights).c_str(), human_bytes((double)m.grads).c_str(),
+            human_bytes((double)m.optimizer).c_str(), galore_ ? "galore" : o_.optimizer.c_str(),
+            (double)m.optimizer / m.trained_params);
+}
+
+void TrainMethod::zero_grad() {
+    model_.zero_grad();
+    if (lora_) lora_->zero_grad();
+    if (loqt_) loqt_->zero_grad();
+}
+
+void TrainMethod::begin_step(int step) {
+    if (loqt_ && loqt_->merges_at(step)) loqt_->begin_merge();  // this step's gradient gives the new projections
+}
+
+bool TrainMethod::merging() const { return loqt_ && loqt_->merging(); }
+
+bool TrainMethod::grads_finite() const {
+    if (lora_) return finite(lora_->grads(), lora_->num_params());
+    return finite(model_.grads(), model_.num_params()) && (!loqt_ || finite(loqt_->grads(), loqt_->num_params()));
+}
+
+float TrainMethod::lr(int step) const {
+    return lr_at_step(ocfg_, step) * (o_.method == "relora" ? relora_lr_scale(relora_options(o_), step) : 1.0f);
+}
+
+float TrainMethod::finish_step(int step, bool skip, FILE* log) {
+    LLMQ_CHECK(model_opt_ || trained_opt_ || galore_, "TrainMethod: built without an optimizer (inference only)");
+    const ReloraOptions relora = relora_options(o_);
+    if (o_.method == "relora") trained_opt_->set_lr_scale(relora_lr_scale(relora, step));
+    float norm = NAN;
+    if (skip) {
+        LLMQ_CHECK(!merging(), "step %d: non-finite gradients at a LoQT merge step, whose gradient sets the "
+                   "projections; stopping", step + 1);
+    } else if (merging()) {
+        const LoqtMergeReport mr = loqt_->finish_merge();
+        if (loqt_->options().quantize_base)
+            fprintf(log, "step %d: loqt merged and re-projected %d Linears; NF4 reconstruction error %.3f%% of ||W|| "
+                    "(%.3f%% without compensation); no update this step\n", step + 1, mr.layers, 100 * mr.rel_error,
+                    100 * mr.rel_error_plain);
+        else
+            fprintf(log, "step %d: loqt merged and re-projected %d Linears; no update this step\n", step + 1, mr.layers);
+    } else if (loqt_) {
+        norm = loqt_optimizer_step(*loqt_, model_, *trained_opt_, *model_opt_, o_.grad_clip, step);
+    } else if (galore_) {
+        norm = galore_->step(model_, step);
+    } else if (lora_) {
+        norm = trained_opt_->step(lora_->params(), lora_->grads(), lora_->num_params(), lora_->tensors(), step);
+    } else {
+        norm = model_opt_->step(model_, step);
+    }
+    if (o_.method == "relora" && relora_merges_after(relora, step)) {
+        relora_merge(*lora_, *trained_opt_, relora, step, o_.seed);
+        fprintf(log, "step %d: relora merged the adapters into the base and restarted them\n", step + 1);
+    }
+    return norm;
+}
+
+TrainOptions options_of_checkpoint(const CheckpointInfo& info) {
+    TrainOptions o;
+    FlagSet flags;
+    add_train_flags(flags, o);
+    for (const auto& kv : info.flags)
+        if (flags.has(kv.first)) flags.set(kv.first, kv.second);
+    return o;
+}
+
+std::unique_ptr<TrainMethod> load_checkpoint_for_inference(const std::string& path, const CheckpointInfo& info,
+                                                          Model& model) {
+    auto method = std::make_unique<TrainMethod>(model, options_of_checkpoint(info), nullptr);
+    method->load(path);
+    return method;
+}
+
+}  // namespace llmq
