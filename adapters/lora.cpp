@@ -62,7 +62,13 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
         ad.B = params_.data() + tensors_[2 * i + 1].offset;
         ad.dB = grads_.data() + tensors_[2 * i + 1].offset;
         adapted_[i].second->adapters.push_back(ad);
+        adapted_[i].second->adapter_dropout = o.dropout;
     }
+}
+
+void LoraAdapters::set_dropout_seed(uint64_t seed) {
+    for (size_t i = 0; i < adapted_.size(); i++)  // one mask stream per Linear; 0 stays "no dropout"
+        adapted_[i].second->dropout_seed = seed ? Rng::mix(seed + (i + 1) * Rng::kGamma) | 1 : 0;
 }
 
 // A ~ U(-1/sqrt(in), 1/sqrt(in)) (peft's kaiming_uniform with a = sqrt(5)), B = 0

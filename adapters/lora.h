@@ -1,6 +1,9 @@
 // lora: trainable low-rank adapters on a frozen (optionally quantized) base: LoRA and QLoRA.
 //
-//   y = x W^T + s (x A^T) B^T,   A (r, in), B (out, r), s = alpha / r     (peft's LoraLayer, no dropout yet)
+//   y = x W^T + s (drop(x) A^T) B^T,   A (r, in), B (out, r), s = alpha / r     (peft's LoraLayer)
+//
+// drop is peft's lora_dropout on the adapters' input, in training forwards only (layers/linear.h: the mask is
+// regenerated from a per-forward seed, never stored).
 //
 // Init as peft: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0, so training starts from
 // the base model's outputs exactly. Every base weight is frozen: the Linears lose their gradient buffers (no
@@ -29,6 +32,7 @@ struct LoraOptions {
     int rank = 8;
     float alpha = 16.0f;                  // s = alpha / rank
     std::string targets = "all-linear";   // attn (q,k,v,o), mlp (gate,up,down), all-linear (both; never lm_head)
+    float dropout = 0;                    // p of peft's lora_dropout, in [0, 1)
 };
 
 // The short module names ("q_proj", ...) a --lora-targets value selects; Error naming the flag otherwise.
@@ -49,6 +53,9 @@ class LoraAdapters {
     const float* grads() const { return grads_.data(); }
     void zero_grad();
     const LoraOptions& options() const { return options_; }
+    // The dropout masks of the next training forward (and its backward) come from seed; 0: no dropout
+    // (evaluation, sampling). No effect with dropout 0.
+    void set_dropout_seed(uint64_t seed);
 
     // A ~ U(-1/sqrt(in), 1/sqrt(in)) from Rng(seed), B = 0: the adapters add nothing until trained.
     void init_factors(uint64_t seed);

@@ -68,11 +68,17 @@ inline std::string human_bytes(double b) {
 struct Rng {
     uint64_t state;
     explicit Rng(uint64_t seed = 0) : state(seed) {}
-    uint64_t next_u64() {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    static constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;
+    static uint64_t mix(uint64_t z) {
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
         return z ^ (z >> 31);
+    }
+    uint64_t next_u64() { return mix(state += kGamma); }
+    // The i-th (0-based) uniform in [0, 1) of the stream Rng(seed) would draw, without drawing the ones before:
+    // counter-based, so a mask over N elements can be regenerated anywhere (adapter dropout's backward).
+    static float uniform_at(uint64_t seed, uint64_t i) {
+        return (mix(seed + (i + 1) * kGamma) >> 40) * (1.0f / 16777216.0f);
     }
     uint32_t next_u32() { return (uint32_t)(next_u64() >> 32); }
     // uniform in [0, 1) with 24 random bits, exactly representable in fp32

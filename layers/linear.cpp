@@ -24,6 +24,20 @@ void Linear<Real>::check() const {
     }
     for (const LoraAdapter<Real>& a : adapters)
         LLMQ_CHECK(a.rank > 0 && a.A != nullptr && a.B != nullptr, "Linear: adapter needs rank > 0, A and B");
+    LLMQ_CHECK(adapter_dropout >= 0 && adapter_dropout < 1, "Linear: adapter dropout %g must lie in [0, 1)",
+               adapter_dropout);
+    LLMQ_CHECK(!(dropping() && sampler), "Linear: adapter dropout with a WTA-CRS sampler is not supported");
+}
+
+template <typename Real>
+const Real* Linear<Real>::adapter_input(const Real* inp, int N) {
+    if (!dropping()) return inp;
+    const size_t n = (size_t)N * in;
+    const Real keep_scale = Real(1) / (Real(1) - (Real)adapter_dropout);
+    dropped_.resize(n);
+    for (size_t i = 0; i < n; i++)
+        dropped_[i] = Rng::uniform_at(dropout_seed, i) < adapter_dropout ? Real(0) : inp[i] * keep_scale;
+    return dropped_.data();
 }
 
 template <typename Real>
@@ -62,14 +76,16 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
     if constexpr (std::is_same<Real, float>::value) fused = quant && quant->fused_forward(y, inp, N);
     if (!fused) matmul_forward_cpu(y, inp, base_weight(), N, in, out);
 
-    // adapters: y += scale * (x A^T) B^T; u = x A^T is kept for the backward only when the input is not
+    // adapters: y += scale * (x A^T) B^T (x: drop(x) with dropout); u = x A^T is kept for the backward only
+    // when the input is not
     const bool keep_u = sampled();
     adapter_u_kept_.resize(keep_u ? adapters.size() : 0);
+    const Real* ax = adapters.empty() ? inp : adapter_input(inp, N);
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
         std::vector<Real>& u = keep_u ? adapter_u_kept_[j] : adapter_u_;
         u.resize((size_t)N * a.rank);
-        matmul_forward_cpu(u.data(), inp, a.A, N, in, a.rank);
+        matmul_forward_cpu(u.data(), ax, a.A, N, in, a.rank);
         gemm_cpu(false, true, N, out, a.rank, a.scale, u.data(), a.rank, a.B, a.rank, Real(1), y, out);
     }
 
@@ -119,7 +135,10 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
     }
 
     // 2. adapters: u = x A^T (kept or recomputed), du = scale * dout B; dB += scale dout^T u (exact: u is small);
-    //    dA += du^T x (from the sampled rows when sampled); dinp += du A
+    //    dA += du^T x (from the sampled rows when sampled); dinp += du A. With dropout x is drop(x), regenerated
+    //    from the seed, and dinp gets (du A) * m / (1 - p).
+    const bool drop = dropping();
+    const Real* ax = inp && !adapters.empty() ? adapter_input(inp, N) : inp;
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
         const int r = a.rank;
@@ -128,7 +147,7 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
             u = adapter_u_kept_[j].data();
         } else {
             adapter_u_.resize((size_t)N * r);
-            if (inp) matmul_forward_cpu(adapter_u_.data(), inp, a.A, N, in, r);  // else u is unused (no dB)
+            if (inp) matmul_forward_cpu(adapter_u_.data(), ax, a.A, N, in, r);  // else u is unused (no dB)
             u = adapter_u_.data();
         }
         adapter_du_.resize((size_t)N * r);
@@ -136,9 +155,18 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
         if (a.dB) gemm_cpu(true, false, out, r, N, a.scale, dout, out, u, r, Real(1), a.dB, r);
         if (a.dA) {
             if (from_sample) sampled_weight_grad(a.dA, adapter_du_.data(), r);
-            else matmul_backward_weight_cpu(a.dA, adapter_du_.data(), inp, N, in, r);
+            else matmul_backward_weight_cpu(a.dA, adapter_du_.data(), ax, N, in, r);
         }
-        if (dinp) matmul_backward_input_cpu(dinp, adapter_du_.data(), a.A, N, in, r);
+        if (dinp && !drop) matmul_backward_input_cpu(dinp, adapter_du_.data(), a.A, N, in, r);
+        if (dinp && drop) {  // drop(x)'s own backward: the mask and 1/(1-p) on du A (dropped_ is free by now)
+            const size_t n = (size_t)N * in;
+            const Real keep_scale = Real(1) / (Real(1) - (Real)adapter_dropout);
+            dropped_.assign(n, Real(0));
+            matmul_backward_input_cpu(dropped_.data(), adapter_du_.data(), a.A, N, in, r);
+            for (size_t i = 0; i < n; i++)
+                if (Rng::uniform_at(dropout_seed, i) >= adapter_dropout) dinp[i] += dropped_[i] * keep_scale;
+            if (j + 1 < adapters.size()) ax = adapter_input(inp, N);  // the next adapter reads drop(x) again
+        }
     }
 
     // 3. base weight gradient, exact or from the sampled rows, accumulated or handed to the callback
@@ -166,7 +194,7 @@ template <typename Real>
 size_t Linear<Real>::scratch_bytes() const {
     size_t kept_u = 0;
     for (const std::vector<Real>& u : adapter_u_kept_) kept_u += u.capacity();
-    return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + kept_u + adapter_du_.capacity() +
+    return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + kept_u + adapter_du_.capacity() + dropped_.capacity() +
                            own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity()) +
            sizeof(int) * sample_rows_.capacity();
 }

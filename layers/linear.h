@@ -14,7 +14,10 @@
 //      LoQT changes it only at merges, outside forward/backward.
 //   3. A list of low-rank adapters: y += scale * (x A^T) B^T, A (r,in), B (out,r). Each factor is trainable or
 //      frozen on its own (LoQT trains only B; ReLoRA/SwitchLoRA both). x A^T is recomputed in the backward
-//      (N*r*in flops, small next to the base product) so adapters add no activation memory. Merging
+//      (N*r*in flops, small next to the base product) so adapters add no activation memory. With adapter
+//      dropout (peft's lora_dropout) the adapters read drop(x) = x * m / (1 - p) instead, m_ij ~ Bernoulli(1 - p)
+//      drawn from `dropout_seed` by a counter-based hash of the element index (Rng::uniform_at): nothing is
+//      stored, the backward regenerates the mask; seed 0 (evaluation, sampling) means no dropout. Merging
 //      (W += scale B A), re-initialisation and switching are adapter methods' business (adapters/), done
 //      between steps on the same pointers.
 //   4. How the base weight gradient dW = dY^T X is formed and delivered:
@@ -96,6 +99,8 @@ class Linear {
     std::shared_ptr<RowSampler<Real>> sampler;      // null: exact weight gradient
     WeightUpdateFn<Real> on_weight_grad;            // set: immediate update instead of dweight
     Real* immediate_scratch = nullptr;              // (out*in) shared scratch for the immediate path; null: own
+    float adapter_dropout = 0;                      // p in [0,1): dropout on the adapters' input
+    uint64_t dropout_seed = 0;                      // this forward's (and its backward's) mask; 0: no dropout
 
     Linear() = default;
     Linear(int in_features, int out_features, Real* w, Real* dw) : in(in_features), out(out_features), weight(w), dweight(dw) {}
@@ -126,12 +131,16 @@ class Linear {
 
   private:
     const Real* base_weight();  // weight, or the dequantized copy in dequant_
+    bool dropping() const { return adapter_dropout > 0 && dropout_seed != 0 && !adapters.empty(); }
+    // drop(x) (N,in) into dropped_ (the adapters' input; x itself when not dropping)
+    const Real* adapter_input(const Real* inp, int N);
     void check() const;
 
     std::vector<Real> dequant_;     // (out,in) dequantized base, when quant has no fused path
     std::vector<Real> adapter_u_;   // (N,r) x A^T, recomputed in the backward from the input
     std::vector<std::vector<Real>> adapter_u_kept_;  // per adapter (N,r): kept from the forward when sampled()
     std::vector<Real> adapter_du_;  // (N,r)
+    std::vector<Real> dropped_;     // (N,in) drop(x), with adapter dropout; then du A before its mask
     std::vector<Real> own_scratch_; // (out,in) immediate-path gradient when no shared scratch is given
     std::vector<int> sample_rows_;  // (k) rows kept by the sampler at the last forward
     std::vector<Real> sample_w_;    // (k)

@@ -132,6 +132,24 @@ TEST(Resume, BitIdenticalWithLoraQloraAndRelora) {
     }
 }
 
+// --lora-dropout draws its masks from the checkpointed training Rng: the resumed run drops the same inputs. The
+// dropout is really on (the losses differ from a run without it), and the peft export records it.
+TEST(Resume, BitIdenticalWithLoraDropout) {
+    std::string data = make_corpus();
+    TrainOptions o = small_run(data, temp_dir("resume_out") + "/lora_dropout");
+    o.method = "lora", o.rank = 4, o.lr = 2e-2f;
+    o.lora_dropout = 0.25f;
+    expect_resume_exact(o);
+    TrainOptions plain = o;
+    plain.lora_dropout = 0, plain.out = o.out + "_plain", plain.resume.clear();
+    FILE* quiet = fopen("/dev/null", "w");
+    TrainResult with = train(o, quiet), without = train(plain, quiet);
+    fclose(quiet);
+    EXPECT_EQ(with.losses[0], without.losses[0]) << "B = 0 at the start: dropout on the adapters changes nothing yet";
+    EXPECT_NE(with.losses.back(), without.losses.back());
+    EXPECT_NE(read_text(o.out + "/adapter/adapter_config.json").find("\"lora_dropout\": 0.25,"), std::string::npos);
+}
+
 // WTA-CRS: the samplers' Rng and ||dY|| proxy travel in the checkpoint, so the resumed run draws the same rows;
 // full training and LoRA + WTA-CRS. A checkpoint written without samplers cannot resume a sampled run.
 TEST(Resume, BitIdenticalWithWtaCrs) {

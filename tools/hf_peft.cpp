@@ -179,7 +179,7 @@ void save_peft_adapter(const std::string& dir, Model& model, const PeftExportOpt
     kv("layers_pattern", "null");
     kv("layers_to_transform", "null");
     kv("lora_alpha", number_json(alpha0));
-    kv("lora_dropout", "0.0");
+    kv("lora_dropout", format("%.7g", entries.front().lin->adapter_dropout));  // 0.1f as 0.1
     kv("modules_to_save", "null");
     kv("peft_type", "\"LORA\"");
     kv("r", std::to_string(r0));

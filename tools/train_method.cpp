@@ -69,8 +69,8 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
     : model_(model), o_(o) {
     if (optimizer) ocfg_ = *optimizer;
     if (is_lora_family(o.method))
-        lora_ = std::make_unique<LoraAdapters>(model, LoraOptions{o.rank, method_alpha(o), o.lora_targets},
-                                               o.seed ^ 0x10A4ull);
+        lora_ = std::make_unique<LoraAdapters>(
+            model, LoraOptions{o.rank, method_alpha(o), o.lora_targets, o.lora_dropout}, o.seed ^ 0x10A4ull);
     else if (is_loqt(o.method))
         loqt_ = std::make_unique<LoqtAdapters>(model, loqt_options(o));  // wraps (and in loqt quantizes) the Linears
     if (!optimizer) return;
@@ -188,6 +188,14 @@ void TrainMethod::zero_grad() {
 
 void TrainMethod::begin_step(int step) {
     if (loqt_ && loqt_->merges_at(step)) loqt_->begin_merge();  // this step's gradient gives the new projections
+}
+
+void TrainMethod::begin_micro_batch(Rng& rng) {
+    if (lora_ && o_.lora_dropout > 0) lora_->set_dropout_seed(rng.next_u64() | 1);
+}
+
+void TrainMethod::end_micro_batch() {
+    if (lora_) lora_->set_dropout_seed(0);
 }
 
 bool TrainMethod::merging() const { return loqt_ && loqt_->merging(); }

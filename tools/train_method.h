@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/common.h"
 #include "../layers/model.h"
 #include "../layers/optimizer.h"
 #include "checkpoint.h"
@@ -68,6 +69,10 @@ class TrainMethod {
 
     void zero_grad();
     void begin_step(int step);
+    // Around each training forward and backward: --lora-dropout's masks come from a seed drawn from rng (the
+    // checkpointed training Rng; nothing is drawn without dropout); outside them (evaluation) no dropout.
+    void begin_micro_batch(Rng& rng);
+    void end_micro_batch();
     bool grads_finite() const;
     // Whether this step only merges (LoQT: its gradient gives the new projections; nothing is updated).
     bool merging() const;

@@ -57,6 +57,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("rank", &o.rank, "adapter rank r (galore: the rank of the gradient projections)");
     f.add("alpha", &o.alpha, "adapter scale: LoRA adds (alpha / r) B A x, LoQT alpha B A x (0: the method's default, "
           "lora 16, loqt 0.5)");
+    f.add("lora-dropout", &o.lora_dropout, "lora family: dropout probability on the adapters' input (peft's "
+          "lora_dropout; training forwards only)");
     f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
     f.add("weights", &o.weights, "base weights of the attention and MLP linears: bf16 (unquantized, fp32 on the CPU) or "
           "a quantized format (frozen; qlora: nf4 unless another is given)", {"bf16", "nf4", "fp4", "int4", "int3", "int2"});
@@ -154,6 +156,9 @@ void check_options(const TrainOptions& o) {
     LLMQ_CHECK(o.loqt_ec_iters >= 0, "--loqt-ec-iters %d must not be negative", o.loqt_ec_iters);
     LLMQ_CHECK(o.rank > 0, "--rank %d must be positive", o.rank);
     LLMQ_CHECK(o.alpha >= 0, "--alpha %g must not be negative (0: the method's default)", o.alpha);
+    LLMQ_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora-dropout %g must lie in [0, 1)", o.lora_dropout);
+    LLMQ_CHECK(o.lora_dropout == 0 || o.wtacrs == 0, "--lora-dropout %g with --wtacrs %g is not supported (the sampled "
+               "rows would need the dropped input): drop one", o.lora_dropout, o.wtacrs);
     LLMQ_CHECK(o.relora_every > 0, "--relora-every %d must be positive", o.relora_every);
     LLMQ_CHECK(o.relora_rewarmup >= 0, "--relora-rewarmup %d must not be negative", o.relora_rewarmup);
     LLMQ_CHECK(o.relora_prune >= 0 && o.relora_prune <= 1, "--relora-prune %g must lie in [0, 1]", o.relora_prune);
@@ -373,7 +378,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     ocfg.eight_bit = o.optimizer == "adamw8bit";
     // what trains and how it steps (tools/train_method.h): full, the lora family, galore, loqt
     TrainMethod method(model, o, &ocfg);
-    Rng rng(o.seed);  // the training Rng: nothing draws from it yet (dropout would); checkpointed all the same
+    Rng rng(o.seed);  // the training Rng (--lora-dropout draws its masks from it); checkpointed
     int64_t step = 0;
     CheckpointInfo resumed;  // with the state sections, WTA-CRS's restored once its samplers are set up
     if (!ckpt_path.empty()) {
@@ -499,8 +504,10 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         double loss = 0;
         for (int micro = 0; micro < o.grad_accum; micro++) {
             train_data.next_batch(inputs.data(), targets.data());
+            method.begin_micro_batch(rng);  // adapter dropout's masks
             loss += model.forward(inputs.data(), targets.data(), B, T);
             model.backward(micro_scale);
+            method.end_micro_batch();
         }
         loss /= o.grad_accum;
         const bool finite = std::isfinite(loss) && method.grads_finite();

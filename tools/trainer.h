@@ -53,6 +53,7 @@ struct TrainOptions {
     int rank = 8;
     float alpha = 0;  // 0: the method's default (method_alpha: lora family 16, loqt 0.5)
     std::string lora_targets = "all-linear";
+    float lora_dropout = 0;        // peft's lora_dropout on the adapters' input (lora family)
     std::string weights = "bf16";  // base weight format: bf16 (unquantized; fp32 on the CPU) or nf4|fp4|int4|int3|int2
     int quant_block = 64;
     int double_quant = 0;
