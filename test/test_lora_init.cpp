@@ -2,7 +2,8 @@
 // of its factors and not the unweighted SVD does better; at full rank it is exact), equal to an independent
 // double-precision reference that whitens with a Cholesky factor instead of the eigendecomposition and truncates
 // through the eigenvectors of Y^T Y instead of an SVD; the scale s is accounted for (s B A does not depend on it);
-// CLoQ <= LoftQ <= plain in calibrated error at INT2/3/4 (group 64) and LoftQ <= plain in weight error; the
+// CLoQ <= LoftQ <= plain in calibrated error at INT2/3/4 (group 64, Q by RTN or GPTQ) and LoftQ <= plain in weight
+// error; LoftQ's first step is the truncated SVD of W - Q and more steps never hurt; the
 // model-level function leaves a plain-initialised model equal to the quantized one, CLoQ's equal to a model whose
 // weights are deq Q + s B A, with logged errors that a recomputation reproduces; and bad input.
 #include <gtest/gtest.h>
@@ -177,21 +178,28 @@ TEST(Cloq, CloqBeatsLoftqBeatsPlainAtInt2To4) {
     const Layer L(41, 96, 128, 1024);
     const int rank = 8;
     const float scale = 16.0f / rank;
-    for (QuantFormat f : {QuantFormat::INT2, QuantFormat::INT3, QuantFormat::INT4}) {
-        const LayerQuantizer q = rtn(f);
-        const LayerInit plain = plain_init(L.w.data(), L.out, L.in, q);
-        const LayerInit loftq = loftq_init(L.w.data(), L.out, L.in, rank, scale, q, 5, "layer");
-        const LayerInit cloq = cloq_init(L.w.data(), L.out, L.in, rank, scale, q, L.h, 0.01, "layer");
-        const InitErrors ep = init_errors(L.w.data(), plain, rank, scale, &L.acc);
-        const InitErrors el = init_errors(L.w.data(), loftq, rank, scale, &L.acc);
-        const InitErrors ec = init_errors(L.w.data(), cloq, rank, scale, &L.acc);
-        printf("  %s g64 r%d: calibrated plain %.4f loftq %.4f cloq %.4f; weight plain %.4f loftq %.4f cloq %.4f\n",
-               format_name(f), rank, ep.calibrated_rel(), el.calibrated_rel(), ec.calibrated_rel(), ep.weight_rel(),
-               el.weight_rel(), ec.weight_rel());
-        EXPECT_LT(ec.calibrated_rel(), el.calibrated_rel()) << format_name(f);
-        EXPECT_LT(el.calibrated_rel(), ep.calibrated_rel()) << format_name(f);
-        EXPECT_LT(el.weight_rel(), ep.weight_rel()) << format_name(f);
-    }
+    for (bool gptq : {false, true})
+        for (QuantFormat f : {QuantFormat::INT2, QuantFormat::INT3, QuantFormat::INT4}) {
+            LayerQuantizer q = rtn(f);
+            if (gptq) q.hessian = &L.h;
+            const double t0 = now_seconds();
+            const LayerInit plain = plain_init(L.w.data(), L.out, L.in, q);
+            const double t1 = now_seconds();
+            const LayerInit loftq = loftq_init(L.w.data(), L.out, L.in, rank, scale, q, 5, "layer");
+            const double t2 = now_seconds();
+            const LayerInit cloq = cloq_init(L.w.data(), L.out, L.in, rank, scale, q, L.h, 0.01, "layer");
+            const double t3 = now_seconds();
+            const InitErrors ep = init_errors(L.w.data(), plain, rank, scale, &L.acc);
+            const InitErrors el = init_errors(L.w.data(), loftq, rank, scale, &L.acc);
+            const InitErrors ec = init_errors(L.w.data(), cloq, rank, scale, &L.acc);
+            printf("  %s %s g64 r%d: calibrated plain %.4f loftq %.4f cloq %.4f; weight plain %.4f loftq %.4f cloq "
+                   "%.4f; %.3f / %.3f / %.3f s\n", gptq ? "gptq" : "rtn", format_name(f), rank, ep.calibrated_rel(),
+                   el.calibrated_rel(), ec.calibrated_rel(), ep.weight_rel(), el.weight_rel(), ec.weight_rel(),
+                   t1 - t0, t2 - t1, t3 - t2);
+            EXPECT_LT(ec.calibrated_rel(), el.calibrated_rel()) << format_name(f) << " gptq " << gptq;
+            EXPECT_LT(el.weight_rel(), ep.weight_rel()) << format_name(f) << " gptq " << gptq;
+            EXPECT_LT(el.calibrated_rel(), ep.calibrated_rel()) << format_name(f) << " gptq " << gptq;
+        }
 }
 
 namespace {
