@@ -97,13 +97,18 @@ void LoraAdapters::merge_into_base_and_reinit(uint64_t seed) {
 void LoraAdapters::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
 size_t quantize_model_linears(Model& model, const QuantSpec& spec) {
+    return quantize_model_linears(model, [&](const std::string&, Linear<float>& lin) {
+        return quantize_cpu(lin.weight, lin.out, lin.in, spec);
+    });
+}
+
+size_t quantize_model_linears(Model& model, const LinearQuantizer& quantize) {
     size_t bytes = 0;
     for (auto& [name, lin] : named_linears(model)) {
         if (name == "lm_head") continue;
-        auto q = quantize_weight(lin->weight, lin->out, lin->in, spec);
-        bytes += tensor_bytes(q->tensor());
-        lin->quant = q;
-        lin->dweight = nullptr;
+        LLMQ_CHECK(!lin->quant && lin->weight, "%s already has a quantized base; quantize from the fp32 model",
+                   name.c_str());
+        bytes += attach_quantized_base(*lin, quantize(name, *lin));
     }
     return bytes;
 }

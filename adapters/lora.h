@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,5 +74,9 @@ class LoraAdapters {
 // QLoRA's base: every attention and MLP weight of model replaced by spec's codes (lm_head, embeddings and
 // norms stay fp32). Returns the bytes the codes and their scales take. check_spec's errors name the shape.
 size_t quantize_model_linears(Model& model, const QuantSpec& spec);
+// The same with the codes of each module from quantize(name, linear) (adapters/lora_init.h picks them per layer).
+// Error naming a module whose base is already quantized (the codes are formed from the fp32 weight).
+using LinearQuantizer = std::function<QuantizedTensor(const std::string& name, Linear<float>& linear)>;
+size_t quantize_model_linears(Model& model, const LinearQuantizer& quantize);
 
 }  // namespace llmq

@@ -147,4 +147,13 @@ double calibrated_sq_norm(const HessianAccumulator& acc, const float* a, const f
     return total;
 }
 
+double sq_distance(const float* a, const float* b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)a[i] - (b ? (double)b[i] : 0.0);
+        s += d * d;
+    }
+    return s;
+}
+
 }  // namespace llmq

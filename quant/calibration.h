@@ -68,5 +68,7 @@ CalibrationHessians calibrate_hessians(Model& model, const CalibrationSet& set,
 // tr(D S D^T) = sum_r d_r^T S d_r for D (rows, cols) = a - b (b null: D = a), S = acc.sum (cols, cols), in double:
 // the squared Frobenius norm of X D^T over the calibration rows. acc.dim must equal cols.
 double calibrated_sq_norm(const HessianAccumulator& acc, const float* a, const float* b, int64_t rows, int64_t cols);
+// The unweighted counterpart: ||a - b||_F^2 (b null: ||a||_F^2) over n values, in double (the weight error).
+double sq_distance(const float* a, const float* b, size_t n);
 
 }  // namespace llmq

@@ -199,4 +199,9 @@ QuantizedTensor gptq_quantize_cpu(const float* w, int64_t rows, int64_t cols, co
     return q;
 }
 
+QuantizedTensor quantize_rtn_or_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec,
+                                     const std::vector<double>* hessian, const GptqOptions& options) {
+    return hessian ? gptq_quantize_cpu(w, rows, cols, *hessian, spec, options) : quantize_cpu(w, rows, cols, spec);
+}
+
 }  // namespace llmq

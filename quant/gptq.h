@@ -80,4 +80,9 @@ QuantizedTensor gptq_quantize_cpu(const float* w, int64_t rows, int64_t cols, co
                                   const QuantSpec& spec, const GptqOptions& options = {},
                                   GptqStats* stats = nullptr);
 
+// The quantizer a caller picks per layer: GPTQ with `hessian` (cols, cols) when it is given, else round-to-nearest
+// (quantize_cpu). ./quantize and the adapter initialisations (adapters/lora_init.h) both form Q this way.
+QuantizedTensor quantize_rtn_or_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec,
+                                     const std::vector<double>* hessian, const GptqOptions& options = {});
+
 }  // namespace llmq

@@ -29,4 +29,8 @@ class FormatQuantizedWeight : public QuantizedWeight {
 // Quantizes w (out, in) with spec (check_spec's errors name the shape and block) into a Linear base.
 std::shared_ptr<FormatQuantizedWeight> quantize_weight(const float* w, int out, int in, const QuantSpec& spec);
 
+// Makes q the Linear's base (the `quant` slot) and freezes it (no weight gradient); returns the bytes q holds.
+// The fp32 weight pointer stays (the model's buffer still holds W; the products use q).
+size_t attach_quantized_base(Linear<float>& linear, QuantizedTensor q);
+
 }  // namespace llmq

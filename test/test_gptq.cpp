@@ -15,39 +15,14 @@
 #include "quant_test_util.h"
 
 using namespace llmq;
+using llmq_test::calibration_inputs;
+using llmq_test::dequantized;
 using llmq_test::expect_error;
+using llmq_test::hessian_of;
 
 namespace {
 
 constexpr int64_t kOut = 128, kIn = 256, kSamples = 1024;
-
-// Calibration inputs X (n, in) = Z M: Z heavy-tailed (a normal over sqrt of a uniform, Student-t-like),
-// M = I + a dense random mixing (correlates the channels), and a few channels scaled up 20x (the outlier
-// features of real LLM activations).
-std::vector<float> calibration_inputs(Rng& rng, int64_t n, int64_t in) {
-    std::vector<float> z(n * in), mix(in * in), x(n * in, 0.0f);
-    for (float& v : z) v = rng.normal() / std::sqrt(0.05f + rng.uniform());
-    for (int64_t i = 0; i < in; i++)
-        for (int64_t j = 0; j < in; j++) mix[i * in + j] = (i == j) + 0.6f * rng.normal() / std::sqrt((float)in);
-    for (int64_t s = 0; s < n; s++)
-        for (int64_t k = 0; k < in; k++)
-            for (int64_t j = 0; j < in; j++) x[s * in + j] += z[s * in + k] * mix[k * in + j];
-    for (int64_t c : {5, 77, 200})
-        for (int64_t s = 0; s < n; s++) x[s * in + c] *= 20.0f;
-    return x;
-}
-
-std::vector<double> hessian_of(const std::vector<float>& x, int64_t in) {
-    HessianAccumulator acc(in);
-    acc.add(x.data(), (int64_t)x.size() / in);
-    return acc.hessian();
-}
-
-std::vector<float> dequantized(const QuantizedTensor& q) {
-    std::vector<float> out = llmq_test::poisoned(q.numel());
-    dequantize_cpu(q, out.data());
-    return out;
-}
 
 // ||X (Q - W)^T||_F: the error of the layer's outputs on the calibration inputs, in double
 double calibrated_error(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& q,

@@ -23,17 +23,7 @@ using namespace llmq_test;
 
 namespace {
 
-ModelConfig small_config() {
-    ModelConfig c;
-    c.vocab_size = 64;
-    c.dim = 64;
-    c.ffn_dim = 128;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.max_seq_len = 32;
-    return c;
-}
+ModelConfig small_config() { return lora_test_config(); }
 
 
 std::string make_corpus() { return markov_corpus("lora_data", 31, 6000, 1200, 64); }

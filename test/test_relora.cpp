@@ -18,15 +18,9 @@ using namespace llmq_test;
 
 namespace {
 
-ModelConfig small_config() {
-    ModelConfig c;
-    c.vocab_size = 48;
-    c.dim = 32;
-    c.ffn_dim = 64;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.max_seq_len = 16;
+ModelConfig small_config() {  // the LoRA tests' model at half the width, with larger initial weights
+    ModelConfig c = lora_test_config();
+    c.vocab_size = 48, c.dim = 32, c.ffn_dim = 64, c.max_seq_len = 16;
     c.init_std = 0.1f;
     return c;
 }

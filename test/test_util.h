@@ -36,6 +36,19 @@ inline std::vector<float> logits_on_random_tokens(llmq::Model& m, int T, uint64_
     return std::vector<float>(m.logits(), m.logits() + (size_t)T * V);
 }
 
+// The 2-layer GQA model (vocab 64, dim 64, ffn 128, seq 32) the adapter tests attach LoRA to.
+inline llmq::ModelConfig lora_test_config() {
+    llmq::ModelConfig c;
+    c.vocab_size = 64;
+    c.dim = 64;
+    c.ffn_dim = 128;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.max_seq_len = 32;
+    return c;
+}
+
 inline float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
     EXPECT_EQ(a.size(), b.size());
     float d = 0;

@@ -162,12 +162,6 @@ struct Row {
     double out_sq = -1, out_err_sq = 0, rtn_out_err_sq = -1;  // ||X W^T||^2, ||X E^T||^2 (-1: not computed)
 };
 
-double sq_diff(const float* a, const float* b, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += ((double)a[i] - (b ? b[i] : 0.0f)) * ((double)a[i] - (b ? b[i] : 0.0f));
-    return s;
-}
-
 std::string ratio(double num, double den) {
     return den > 0 ? format("%.5f", std::sqrt(num / den)) : "-";
 }
@@ -280,8 +274,8 @@ int run(const Options& o) {
                 Linear<float>& L = *linear_of.at(name);
                 const float* w = L.weight;
                 const int64_t out = L.out, in = L.in, n = out * in;
-                QuantizedTensor q = gptq ? gptq_quantize_cpu(w, out, in, hs.at(name).hessian(), spec, gopt)
-                                         : quantize_cpu(w, out, in, spec);
+                const std::vector<double> h = gptq ? hs.at(name).hessian() : std::vector<double>();
+                QuantizedTensor q = quantize_rtn_or_gptq(w, out, in, spec, gptq ? &h : nullptr, gopt);
                 std::vector<float> deq(n);
                 dequantize_cpu(q, deq.data());
                 Row r;
@@ -289,8 +283,8 @@ int run(const Options& o) {
                 r.shape = format("%lldx%lld", (long long)out, (long long)in);
                 r.weights = n;
                 r.bytes = tensor_bytes(q);
-                r.w_sq = sq_diff(w, nullptr, n);
-                r.err_sq = sq_diff(w, deq.data(), n);
+                r.w_sq = sq_distance(w, nullptr, n);
+                r.err_sq = sq_distance(w, deq.data(), n);
                 if (calib) {
                     const HessianAccumulator& acc = hs.at(name);
                     r.out_sq = calibrated_sq_norm(acc, w, nullptr, out, in);
@@ -303,8 +297,7 @@ int run(const Options& o) {
                 }
                 rows.push_back(r);
                 // the next layers' calibration sees this layer quantized, as in GPTQ's sequential pass
-                L.quant = std::make_shared<FormatQuantizedWeight>(q);
-                L.dweight = nullptr;  // a quantized base is frozen (and nothing trains here)
+                attach_quantized_base(L, q);  // frozen (and nothing trains here)
                 if (!o.out.empty()) quantized.emplace(name + ".weight", std::move(q));
                 bar.add(1);
             }
