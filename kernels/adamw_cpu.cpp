@@ -19,16 +19,10 @@ template <typename Real>
 void adamw_update_cpu(Real* param, const Real* grad, Real* m, Real* v, size_t n, Real lr, Real beta1, Real beta2,
                       Real eps, Real weight_decay, int step, Real grad_scale) {
     LLMQ_CHECK(step >= 1, "adamw: step %d must be >= 1 (1-based, for the bias correction)", step);
-    const Real bc1 = Real(1) - (Real)std::pow((double)beta1, step);
-    const Real bc2 = Real(1) - (Real)std::pow((double)beta2, step);
+    const Real bc1 = adam_bias_correction(beta1, step), bc2 = adam_bias_correction(beta2, step);
 #pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
-    for (size_t i = 0; i < n; i++) {
-        const Real g = grad[i] * grad_scale;
-        m[i] = beta1 * m[i] + (Real(1) - beta1) * g;
-        v[i] = beta2 * v[i] + (Real(1) - beta2) * g * g;
-        const Real mhat = m[i] / bc1, vhat = v[i] / bc2;
-        param[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + weight_decay * param[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        adamw_element(param[i], grad[i] * grad_scale, m[i], v[i], lr, beta1, beta2, eps, weight_decay, bc1, bc2);
 }
 
 template <typename Real>
