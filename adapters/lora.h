@@ -49,6 +49,8 @@ class LoraAdapters {
     const float* grads() const { return grads_.data(); }
     void zero_grad();
     const LoraOptions& options() const { return options_; }
+    // The adapted modules (name, Linear), in tensor order: module i owns tensors()[2i] (A) and [2i+1] (B).
+    const std::vector<std::pair<std::string, Linear<float>*>>& modules() const { return adapted_; }
 
     // A ~ U(-1/sqrt(in), 1/sqrt(in)) from Rng(seed), B = 0: the adapters add nothing until trained.
     void init_factors(uint64_t seed);
