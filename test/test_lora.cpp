@@ -22,15 +22,9 @@ using namespace llmq_test;
 
 namespace {
 
-ModelConfig small_config() {
-    ModelConfig c;
-    c.vocab_size = 64;
-    c.dim = 64;
-    c.ffn_dim = 128;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.max_seq_len = 32;
+ModelConfig small_config() {  // dim 64, vocab 64, 32 positions, the default init
+    ModelConfig c = small_model_config(64);
+    c.vocab_size = 64, c.max_seq_len = 32, c.init_std = ModelConfig().init_std;
     return c;
 }
 

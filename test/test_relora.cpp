@@ -18,18 +18,7 @@ using namespace llmq_test;
 
 namespace {
 
-ModelConfig small_config() {
-    ModelConfig c;
-    c.vocab_size = 48;
-    c.dim = 32;
-    c.ffn_dim = 64;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.max_seq_len = 16;
-    c.init_std = 0.1f;
-    return c;
-}
+ModelConfig small_config() { return small_model_config(); }
 
 
 std::vector<float> logits_of(Model& m) { return logits_on_random_tokens(m, 10, 8); }
