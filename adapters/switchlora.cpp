@@ -7,7 +7,6 @@
 #include <cstring>
 #include <functional>
 
-#include "../kernels/cpu_parallel.h"
 #include "../kernels/matmul.h"
 
 namespace llmq {
@@ -116,30 +115,35 @@ SwitchLora::SwitchLora(LoraAdapters& lora, const SwitchLoraOptions& o, const Opt
     }
 }
 
-// A row i <- pool row p: W += s B[:,i] (A[i,:] - c), then exchange (the old row waits in the pool at p).
-void SwitchLora::swap_A_row(Layer& L, int i, int p) {
-    float* a = L.A + (size_t)i * L.in;
-    float* c = L.pool_A.data() + (size_t)p * L.in;
-    float* W = L.linear->weight;
-#pragma omp parallel for schedule(static) if (parallel_worth((long long)L.out * L.in))
-    for (int o = 0; o < L.out; o++) {
-        const float coef = L.scale * L.B[(size_t)o * rank_ + i];
-        for (int j = 0; j < L.in; j++) W[(size_t)o * L.in + j] += coef * (a[j] - c[j]);
+// The k switches of one layer folded into its base in one pass over W: W += s U V with, per switch q,
+//   A row i <- c:     U[:,q] = B[:,i],      V[q,:] = A[i,:] - c
+//   B column j <- c:  U[:,q] = B[:,j] - c,  V[q,:] = A[j,:]
+// (the row and column slots are disjoint, so every term uses the pre-switch factors), then the exchanges:
+// the old vectors wait in the pool where their replacements were.
+void SwitchLora::apply_switches(Layer& L, const std::vector<int>& rows, const std::vector<int>& cand_A,
+                                const std::vector<int>& cols, const std::vector<int>& cand_B) {
+    const int K = (int)(rows.size() + cols.size()), r = rank_;
+    std::vector<float> U((size_t)L.out * K), V((size_t)K * L.in);
+    for (size_t q = 0; q < rows.size(); q++) {
+        const float *a = L.A + (size_t)rows[q] * L.in, *c = L.pool_A.data() + (size_t)cand_A[q] * L.in;
+        for (int o = 0; o < L.out; o++) U[(size_t)o * K + q] = L.B[(size_t)o * r + rows[q]];
+        for (int j = 0; j < L.in; j++) V[q * L.in + j] = a[j] - c[j];
     }
-    std::swap_ranges(a, a + L.in, c);
-}
-
-// B column j <- pool row p: W += s (B[:,j] - c) A[j,:], then exchange.
-void SwitchLora::swap_B_column(Layer& L, int j, int p) {
-    float* c = L.pool_B.data() + (size_t)p * L.out;
-    const float* a = L.A + (size_t)j * L.in;
-    float* W = L.linear->weight;
-#pragma omp parallel for schedule(static) if (parallel_worth((long long)L.out * L.in))
-    for (int o = 0; o < L.out; o++) {
-        float& b = L.B[(size_t)o * rank_ + j];
-        const float coef = L.scale * (b - c[o]);
-        for (int q = 0; q < L.in; q++) W[(size_t)o * L.in + q] += coef * a[q];
-        std::swap(b, c[o]);
+    for (size_t q2 = 0; q2 < cols.size(); q2++) {
+        const size_t q = rows.size() + q2;
+        const float* c = L.pool_B.data() + (size_t)cand_B[q2] * L.out;
+        for (int o = 0; o < L.out; o++) U[(size_t)o * K + q] = L.B[(size_t)o * r + cols[q2]] - c[o];
+        std::copy_n(L.A + (size_t)cols[q2] * L.in, L.in, V.begin() + q * L.in);
+    }
+    // W (out,in) += s U (out,K) V (K,in)
+    gemm_cpu(false, false, L.out, L.in, K, L.scale, U.data(), K, V.data(), L.in, 1.0f, L.linear->weight, L.in);
+    for (size_t q = 0; q < rows.size(); q++) {
+        float* a = L.A + (size_t)rows[q] * L.in;
+        std::swap_ranges(a, a + L.in, L.pool_A.data() + (size_t)cand_A[q] * L.in);
+    }
+    for (size_t q = 0; q < cols.size(); q++) {
+        float* c = L.pool_B.data() + (size_t)cand_B[q] * L.out;
+        for (int o = 0; o < L.out; o++) std::swap(L.B[(size_t)o * r + cols[q]], c[o]);
     }
 }
 
@@ -158,14 +162,9 @@ int SwitchLora::switch_vectors(int step) {
         });
         const std::vector<int> cand_A = distinct_below((int)rows.size(), L.pool, rng_);
         const std::vector<int> cand_B = distinct_below((int)cols.size(), L.pool, rng_);
-        for (size_t q = 0; q < rows.size(); q++) {
-            swap_A_row(L, rows[q], cand_A[q]);
-            optimizer_.reset_and_freeze(l, LoraFactor::B, rows[q], options_.freeze_steps);
-        }
-        for (size_t q = 0; q < cols.size(); q++) {
-            swap_B_column(L, cols[q], cand_B[q]);
-            optimizer_.reset_and_freeze(l, LoraFactor::A, cols[q], options_.freeze_steps);
-        }
+        apply_switches(L, rows, cand_A, cols, cand_B);
+        for (int i : rows) optimizer_.reset_and_freeze(l, LoraFactor::B, i, options_.freeze_steps);
+        for (int j : cols) optimizer_.reset_and_freeze(l, LoraFactor::A, j, options_.freeze_steps);
         switched += (int)(rows.size() + cols.size());
     }
     return switched;

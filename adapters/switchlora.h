@@ -101,9 +101,8 @@ class SwitchLora {
         std::vector<float> pool_A, pool_B;  // (pool,in), (pool,out)
         int cursor_A = 0, cursor_B = 0;     // round-robin slot cursors
     };
-    void switch_layer(size_t l, int k);
-    void swap_A_row(Layer& L, int i, int p);
-    void swap_B_column(Layer& L, int j, int p);
+    void apply_switches(Layer& L, const std::vector<int>& rows, const std::vector<int>& cand_A,
+                        const std::vector<int>& cols, const std::vector<int>& cand_B);
 
     LoraAdapters& lora_;
     SwitchLoraOptions options_;

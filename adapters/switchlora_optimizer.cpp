@@ -76,9 +76,11 @@ float SwitchLoraOptimizer::step(float* params, const float* grads, size_t n, int
             // A (r,in): vector = row o; B (out,r): vector = column j
 #pragma omp parallel for schedule(static) if (parallel_worth((long long)t.size))
             for (int o = 0; o < rows; o++) {
+                const size_t row = t.offset + (size_t)o * cols;
+                if (f == 0 && !active[k0 + o]) continue;
                 for (int j = 0; j < cols; j++) {
-                    const size_t k = k0 + (f == 0 ? o : j), i = t.offset + (size_t)o * cols + j;
-                    if (active[k])
+                    const size_t k = k0 + (f == 0 ? o : j), i = row + j;
+                    if (f == 0 || active[k])
                         adamw_element(params[i], grads[i] * clip, m_[i], v_[i], lr, b1, b2, eps, wd, bc1[k], bc2[k]);
                 }
             }
