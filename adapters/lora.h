@@ -57,6 +57,8 @@ class LoraAdapters {
     // The dropout masks of the next training forward (and its backward) come from seed; 0: no dropout
     // (evaluation, sampling). No effect with dropout 0.
     void set_dropout_seed(uint64_t seed);
+    // The adapted modules (name, Linear), in tensor order: module i owns tensors()[2i] (A) and [2i+1] (B).
+    const std::vector<std::pair<std::string, Linear<float>*>>& modules() const { return adapted_; }
 
     // A ~ U(-1/sqrt(in), 1/sqrt(in)) from Rng(seed), B = 0: the adapters add nothing until trained.
     void init_factors(uint64_t seed);

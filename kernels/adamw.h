@@ -27,6 +27,14 @@ inline void adamw_apply(Real& param, Real dir, Real lr, Real weight_decay) {
     param -= lr * (dir + weight_decay * param);
 }
 
+// One element's whole AdamW update with the bias corrections bc1, bc2 given: direction, then decoupled decay
+// (SwitchLoRA's per-vector step counts call it; adamw_update_cpu below is the same per element).
+template <typename Real>
+inline void adamw_element(Real& param, Real g, Real& m, Real& v, Real lr, Real beta1, Real beta2, Real eps,
+                          Real weight_decay, Real bc1, Real bc2) {
+    adamw_apply(param, adam_direction(g, m, v, beta1, beta2, eps, bc1, bc2), lr, weight_decay);
+}
+
 // param, m, v updated in place from grad * grad_scale (grad_scale folds in clipping and loss scaling).
 // step is 1-based (bias correction 1 - beta^step). weight_decay is applied as param -= lr*wd*param.
 template <typename Real>

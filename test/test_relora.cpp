@@ -18,12 +18,7 @@ using namespace llmq_test;
 
 namespace {
 
-ModelConfig small_config() {  // the LoRA tests' model at half the width, with larger initial weights
-    ModelConfig c = lora_test_config();
-    c.vocab_size = 48, c.dim = 32, c.ffn_dim = 64, c.max_seq_len = 16;
-    c.init_std = 0.1f;
-    return c;
-}
+ModelConfig small_config() { return small_model_config(); }
 
 
 std::vector<float> logits_of(Model& m) { return logits_on_random_tokens(m, 10, 8); }

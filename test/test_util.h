@@ -36,16 +36,25 @@ inline std::vector<float> logits_on_random_tokens(llmq::Model& m, int T, uint64_
     return std::vector<float>(m.logits(), m.logits() + (size_t)T * V);
 }
 
-// The 2-layer GQA model (vocab 64, dim 64, ffn 128, seq 32) the adapter tests attach LoRA to.
-inline llmq::ModelConfig lora_test_config() {
+// A two-layer model small enough for tests that run many forwards: vocab 48, dim (ffn 2 dim), 4 heads, 2 kv heads,
+// 16 positions, init std 0.1 (weights large enough that adapter changes show in the logits).
+inline llmq::ModelConfig small_model_config(int dim = 32) {
     llmq::ModelConfig c;
-    c.vocab_size = 64;
-    c.dim = 64;
-    c.ffn_dim = 128;
+    c.vocab_size = 48;
+    c.dim = dim;
+    c.ffn_dim = 2 * dim;
     c.n_layers = 2;
     c.n_heads = 4;
     c.n_kv_heads = 2;
-    c.max_seq_len = 32;
+    c.max_seq_len = 16;
+    c.init_std = 0.1f;
+    return c;
+}
+
+// The 2-layer GQA model (vocab 64, dim 64, ffn 128, seq 32, the default init) the adapter tests attach LoRA to.
+inline llmq::ModelConfig lora_test_config() {
+    llmq::ModelConfig c = small_model_config(64);
+    c.vocab_size = 64, c.max_seq_len = 32, c.init_std = llmq::ModelConfig().init_std;
     return c;
 }
 
