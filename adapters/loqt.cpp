@@ -298,20 +298,8 @@ std::vector<uint8_t> LoqtAdapters::serialize() const {
     w.put<uint8_t>(options_.quantize_base ? 1 : 0);
     w.put<uint8_t>(options_.quantize_p ? 1 : 0);
     w.put_vec(frozen_params_);
-    for (const Wrapped& x : wrapped_) {
-        if (!x.base) continue;
-        const QuantizedTensor& q = x.base->tensor();
-        w.put<uint8_t>((uint8_t)q.spec.format);
-        w.put<int32_t>(q.spec.block);
-        w.put<uint8_t>(q.spec.double_quant ? 1 : 0);
-        w.put<int64_t>(q.rows);
-        w.put<int64_t>(q.cols);
-        w.put_vec(q.codes);
-        w.put_vec(q.absmax);
-        w.put_vec(q.absmax_codes);
-        w.put_vec(q.absmax_scales);
-        w.put<float>(q.absmax_offset);
-    }
+    for (const Wrapped& x : wrapped_)
+        if (x.base) put_quantized_tensor(w, x.base->tensor());
     return w.bytes;
 }
 
@@ -335,17 +323,7 @@ void LoqtAdapters::deserialize(const std::vector<uint8_t>& bytes, const char* wh
     std::vector<std::shared_ptr<FormatQuantizedWeight>> bases;
     if (qb)
         for (Wrapped& x : wrapped_) {
-            QuantizedTensor q;
-            q.spec.format = (QuantFormat)rd.get<uint8_t>();
-            q.spec.block = rd.get<int32_t>();
-            q.spec.double_quant = rd.get<uint8_t>() != 0;
-            q.rows = rd.get<int64_t>();
-            q.cols = rd.get<int64_t>();
-            q.codes = rd.get_vec<uint8_t>();
-            q.absmax = rd.get_vec<float>();
-            q.absmax_codes = rd.get_vec<uint8_t>();
-            q.absmax_scales = rd.get_vec<float>();
-            q.absmax_offset = rd.get<float>();
+            QuantizedTensor q = get_quantized_tensor(rd, x.name);
             const QuantSpec& want = options_.base_spec;
             LLMQ_CHECK(q.spec.format == want.format && q.spec.block == want.block &&
                            q.spec.double_quant == want.double_quant && q.rows == x.lin->out && q.cols == x.lin->in,
@@ -354,9 +332,6 @@ void LoqtAdapters::deserialize(const std::vector<uint8_t>& bytes, const char* wh
                        q.spec.block, q.spec.double_quant ? " double-quantized" : "", (long long)q.rows,
                        (long long)q.cols, format_name(want.format), want.block, want.double_quant ? " double-quantized" : "",
                        x.lin->out, x.lin->in);
-            LLMQ_CHECK(tensor_bytes(q) == storage_bytes(q.spec, q.rows, q.cols), "%s: LoQT base of %s is corrupt (%zu "
-                       "bytes, its shape needs %zu)", what, x.name.c_str(), tensor_bytes(q),
-                       storage_bytes(q.spec, q.rows, q.cols));
             bases.push_back(std::make_shared<FormatQuantizedWeight>(std::move(q)));
         }
     rd.expect_end();

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "../layers/linear.h"
+#include "../layers/state_bytes.h"
 #include "formats.h"
 
 namespace llmq {
@@ -32,5 +33,11 @@ std::shared_ptr<FormatQuantizedWeight> quantize_weight(const float* w, int out, 
 // Makes q the Linear's base (the `quant` slot) and freezes it (no weight gradient); returns the bytes q holds.
 // The fp32 weight pointer stays (the model's buffer still holds W; the products use q).
 size_t attach_quantized_base(Linear<float>& linear, QuantizedTensor q);
+
+// A quantized tensor in a checkpoint's state section (LoQT's bases, an initialised QLoRA base): spec, shape and
+// every buffer. get_quantized_tensor checks the spec against the shape and every buffer's size against it, with
+// errors naming the file (r.what) and `name`.
+void put_quantized_tensor(StateWriter& w, const QuantizedTensor& q);
+QuantizedTensor get_quantized_tensor(StateReader& r, const std::string& name);
 
 }  // namespace llmq

@@ -5,17 +5,22 @@
 
 #include "../adapters/galore.h"
 #include "../adapters/lora.h"
+#include "../adapters/lora_init.h"
 #include "../adapters/loqt.h"
 #include "../adapters/relora.h"
+#include "../adapters/switchlora.h"
 #include "../kernels/adamw.h"
 #include "../kernels/common.h"
+#include "../quant/calibration.h"
+#include "../quant/quantized_weight.h"
 #include "flags.h"
+#include "hf_peft.h"
 
 namespace llmq {
 
 namespace {
 
-bool is_lora_family(const std::string& m) { return m == "lora" || m == "qlora" || m == "relora"; }
+bool is_lora_family(const std::string& m) { return m == "lora" || m == "qlora" || m == "relora" || m == "switchlora"; }
 bool is_loqt(const std::string& m) { return m == "loqt" || m == "loqt-nq"; }
 
 bool finite(const float* x, size_t n) { return std::isfinite(sum_squares_cpu(x, n)); }  // NaN and inf propagate
@@ -62,7 +67,7 @@ void log_loqt_setup(FILE* log, const LoqtAdapters& q, const std::string& method,
 
 float method_alpha(const TrainOptions& o) {
     if (o.alpha > 0) return o.alpha;
-    return is_loqt(o.method) ? 0.5f : 16.0f;
+    return is_loqt(o.method) ? 0.5f : o.method == "switchlora" ? 1.0f : 16.0f;
 }
 
 TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerConfig* optimizer)
@@ -74,7 +79,14 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
     else if (is_loqt(o.method))
         loqt_ = std::make_unique<LoqtAdapters>(model, loqt_options(o));  // wraps (and in loqt quantizes) the Linears
     if (!optimizer) return;
-    if (lora_) {
+    if (o.method == "switchlora") {  // re-initialises A, B and the bases (W0 - s B A: the outputs do not move)
+        SwitchLoraOptions so;
+        so.total_steps = o.steps;
+        so.interval0 = (float)o.switch_interval;
+        so.freeze_steps = o.switch_freeze;
+        so.seed = o.seed ^ 0x5A17C4ull;
+        switch_ = std::make_unique<SwitchLora>(*lora_, so, ocfg_);
+    } else if (lora_) {
         trained_opt_ = std::make_unique<AdamW>(ocfg_, lora_->tensors());
     } else if (loqt_) {
         OptimizerConfig c = ocfg_;
@@ -120,11 +132,17 @@ CheckpointInfo TrainMethod::load(const std::string& path) {
         galore_->deserialize(s->bytes.data(), s->bytes.size(), path.c_str());
     }
     if (loqt_) loqt_->deserialize(state_of("loqt", "LoQT")->bytes, path.c_str());
-    start_fresh();
+    if (switch_) {
+        const StateSection* s = state_of("switchlora", "SwitchLoRA");
+        switch_->deserialize(s->bytes.data(), s->bytes.size(), path.c_str());
+    }
+    quantize_base(&info, path);
     return info;
 }
 
-void TrainMethod::start_fresh() {
+void TrainMethod::start_fresh() { quantize_base(nullptr, ""); }
+
+void TrainMethod::quantize_base(const CheckpointInfo* resumed, const std::string& path) {
     if (loqt_) {  // LoQT quantized its own bases when it wrapped the Linears (or took them from the checkpoint)
         quant_bytes_ = loqt_->base_bytes();
         base_format_ = loqt_->options().quantize_base ? "nf4" : "bf16";
@@ -136,8 +154,59 @@ void TrainMethod::start_fresh() {
     spec.format = parse_format(weights, "--weights");
     spec.block = o_.quant_block;
     spec.double_quant = o_.double_quant != 0;
-    quant_bytes_ = quantize_model_linears(model_, spec);
     base_format_ = weights;
+    // plain + round-to-nearest codes follow from the fp32 weights alone; the others need their checkpoint copy
+    base_in_section_ = o_.init != "plain" || o_.quantizer != "rtn";
+    if (resumed && base_in_section_) {
+        const StateSection* s = resumed->section("quantized_base");
+        LLMQ_CHECK(s, "%s: --init %s --quantizer %s, but the checkpoint holds no quantized_base section", path.c_str(),
+                   o_.init.c_str(), o_.quantizer.c_str());
+        restore_quantized_base(s->bytes, path.c_str());
+    } else if (!base_in_section_) {
+        quant_bytes_ = quantize_model_linears(model_, spec);
+    } else {
+        LLMQ_CHECK(lora_, "--init %s needs adapters (--method lora or qlora)", o_.init.c_str());
+        const int vocab = model_.config().vocab_size;
+        CalibrationSet set = load_calibration_set(o_.data, "train", o_.calib_tokens, o_.seq, o_.seed ^ 0xCA11Bull, vocab);
+        CalibrationHessians h = calibrate_hessians(model_, set, attention_mlp_modules(model_));
+        LoraInitOptions io;
+        io.init = parse_lora_init(o_.init, "--init");
+        io.gptq = o_.quantizer == "gptq";
+        io.compare = o_.init_compare != 0;
+        init_report_ = init_adapters_for_quantized_base(model_, *lora_, spec, io, &h);
+        for (auto& [name, lin] : named_linears(model_))
+            if (auto* q = dynamic_cast<const FormatQuantizedWeight*>(lin->quant.get())) quant_bytes_ += tensor_bytes(q->tensor());
+    }
+}
+
+// "quantized_base" section: u32 count, then per quantized Linear: str name, the tensor (quant/quantized_weight.h)
+std::vector<uint8_t> TrainMethod::quantized_base_bytes() const {
+    StateWriter w;
+    std::vector<std::pair<std::string, const QuantizedTensor*>> bases;
+    for (auto& [name, lin] : named_linears(model_))
+        if (auto* q = dynamic_cast<const FormatQuantizedWeight*>(lin->quant.get())) bases.emplace_back(name, &q->tensor());
+    w.put<uint32_t>((uint32_t)bases.size());
+    for (auto& [name, q] : bases) {
+        w.put_str(name);
+        put_quantized_tensor(w, *q);
+    }
+    return w.bytes;
+}
+
+void TrainMethod::restore_quantized_base(const std::vector<uint8_t>& bytes, const char* what) {
+    StateReader r(bytes, what, "quantized base");
+    const uint32_t n = r.get<uint32_t>();
+    auto linears = named_linears(model_);
+    LLMQ_CHECK(n <= linears.size(), "%s: quantized base of %u Linears, the model has %zu", what, n, linears.size());
+    for (uint32_t i = 0; i < n; i++) {
+        const std::string name = r.get_str();
+        Linear<float>* lin = nullptr;
+        for (auto& [lname, l] : linears)
+            if (lname == name) lin = l;
+        LLMQ_CHECK(lin, "%s: quantized base of '%s', which this model does not have", what, name.c_str());
+        quant_bytes_ += attach_quantized_base(*lin, get_quantized_tensor(r, name));
+    }
+    r.expect_end();
 }
 
 void TrainMethod::save(const std::string& path, const TrainState& state, const FlagValues& flags,
@@ -145,6 +214,8 @@ void TrainMethod::save(const std::string& path, const TrainState& state, const F
     AdapterSection section{trained_params(), trained_count(), trained_opt_.get()};
     if (galore_) extra.push_back({"galore", galore_->serialize()});
     if (loqt_) extra.push_back({"loqt", loqt_->serialize()});
+    if (switch_) extra.push_back({"switchlora", switch_->serialize()});
+    if (base_in_section_) extra.push_back({"quantized_base", quantized_base_bytes()});
     save_checkpoint(path, model_, model_opt_.get(), state, flags, trained_count() ? &section : nullptr, extra);
 }
 
@@ -158,6 +229,12 @@ MethodMemory TrainMethod::memory() const {
     for (const AdamW* opt : {model_opt_.get(), trained_opt_.get()})
         if (opt) m.optimizer += opt->state_bytes();
     if (galore_) m.optimizer += galore_->state_bytes();
+    if (switch_) {  // the candidate pools are weights in waiting; the rest of its state is the optimizer's
+        size_t pools = 0;
+        for (size_t l = 0; l < switch_->num_layers(); l++) pools += 4 * (switch_->pool_A(l).size() + switch_->pool_B(l).size());
+        m.weights += pools;
+        m.optimizer += switch_->state_bytes() - pools;
+    }
     m.trained_params = lora_ ? lora_->num_params() : loqt_ ? loqt_->num_params() + loqt_->num_model_trained() : P;
     return m;
 }
@@ -173,6 +250,17 @@ void TrainMethod::describe(FILE* log) const {
                 100.0 * lora_->num_params() / P, P);
     if (loqt_) log_loqt_setup(log, *loqt_, o_.method, P);
     if (galore_) fprintf(log, "%s\n", galore_->describe().c_str());
+    if (switch_) fprintf(log, "%s\n", switch_->describe().c_str());
+    if (!init_report_.empty()) {
+        // per layer: ||W - deq Q - s B A|| / ||W|| and the calibrated ||X (deq Q + s B A - W)^T|| / ||X W^T||
+        fprintf(log, "init %s (%s %s, %d calibration tokens): relative weight error, calibrated output error of plain / "
+                "loftq / cloq (-: not computed; --init-compare 1 computes all)\n", o_.init.c_str(), o_.quantizer.c_str(),
+                base_format_.c_str(), o_.calib_tokens);
+        auto cell = [](double v) { return v < 0 ? std::string("-") : format("%.4f", v); };
+        for (const LoraInitReport& r : init_report_)
+            fprintf(log, "  %-40s weight %.4f  calibrated %s / %s / %s\n", r.name.c_str(), r.weight_rel,
+                    cell(r.plain).c_str(), cell(r.loftq).c_str(), cell(r.cloq).c_str());
+    }
     const MethodMemory m = memory();
     fprintf(log, "memory: weights %s, gradients %s, optimizer state %s (%s, %.2f bytes per trained parameter)\n",
             human_bytes((double)m.weights).c_str(), human_bytes((double)m.grads).c_str(),
@@ -210,7 +298,8 @@ float TrainMethod::lr(int step) const {
 }
 
 float TrainMethod::finish_step(int step, bool skip, FILE* log) {
-    LLMQ_CHECK(model_opt_ || trained_opt_ || galore_, "TrainMethod: built without an optimizer (inference only)");
+    LLMQ_CHECK(model_opt_ || trained_opt_ || galore_ || switch_, "TrainMethod: built without an optimizer (inference "
+               "only)");
     const ReloraOptions relora = relora_options(o_);
     if (o_.method == "relora") trained_opt_->set_lr_scale(relora_lr_scale(relora, step));
     float norm = NAN;
@@ -229,6 +318,9 @@ float TrainMethod::finish_step(int step, bool skip, FILE* log) {
         norm = loqt_optimizer_step(*loqt_, model_, *trained_opt_, *model_opt_, o_.grad_clip, step);
     } else if (galore_) {
         norm = galore_->step(model_, step);
+    } else if (switch_) {  // the switches come before the update, as the authors' loop does them
+        switch_->switch_vectors(step);
+        norm = switch_->step(step);
     } else if (lora_) {
         norm = trained_opt_->step(lora_->params(), lora_->grads(), lora_->num_params(), lora_->tensors(), step);
     } else {

@@ -5,6 +5,7 @@
 //   full         every tensor of the model                    AdamW (fp32 or 8-bit states)   -
 //   lora, qlora  LoraAdapters on the frozen (quantized) base  AdamW over the adapters        -
 //   relora       LoraAdapters on the frozen fp32 base         AdamW, jagged lr               merge + restart every K
+//   switchlora   LoraAdapters (s = 1/r) on the fp32 base      SwitchLoraOptimizer            vector switches
 //   galore       every tensor of the model                    GaloreOptimizer (projected)    (refresh in its step)
 //   loqt(-nq)    one factor per Linear, plus the embeddings,  two AdamWs, clipped together   merges on a schedule
 //                norms and lm_head                                                           (no update then)
@@ -12,8 +13,13 @@
 // The loop: zero_grad; begin_step (LoQT opens a merge); grad_accum x (forward, backward); grads_finite;
 // finish_step (the update, LoQT's merge, ReLoRA's merge). Checkpoints hold the model's buffer (with its AdamW for
 // full and LoQT's unwrapped tensors), the adapter section (LoRA's adapters or LoQT's trained factors, with their
-// AdamW) and the method's own state sections ("galore", "loqt"); a checkpoint resumes only as the method that wrote
-// it.
+// AdamW) and the method's own state sections ("galore", "loqt", "switchlora"; "quantized_base" when a LoRA base
+// was initialised by LoftQ / CLoQ or GPTQ, whose codes cannot be re-derived from the fp32 weights); a checkpoint
+// resumes only as the method that wrote it.
+//
+// --init loftq|cloq and --quantizer gptq (lora / qlora on a quantized base, adapters/lora_init.h): before the
+// first step the base is quantized and the adapters initialised from calibration statistics of --calib-tokens
+// training tokens; each layer's weight and calibrated output errors are logged.
 #pragma once
 
 #include <cstdio>
@@ -32,9 +38,11 @@ namespace llmq {
 class GaloreOptimizer;
 class LoraAdapters;
 class LoqtAdapters;
+class SwitchLora;
+struct LoraInitReport;
 
 // alpha as the method uses it: --alpha, or the method's default when --alpha is 0 (lora family 16, so
-// s = alpha / r; loqt 0.5, used as s directly, the paper's 0.25-0.5).
+// s = alpha / r; switchlora 1, so s = 1/r; loqt 0.5, used as s directly, the paper's 0.25-0.5).
 float method_alpha(const TrainOptions& o);
 
 // Bytes a method holds, by component (what is allocated is what is reported: the CPU backend keeps the fp32 base
@@ -57,7 +65,8 @@ class TrainMethod {
     // buffers, their optimizer state (when built with one) and the method's state sections; then quantizes a
     // qlora base from the loaded (never trained) fp32 weights. Returns the file's info with every state section.
     CheckpointInfo load(const std::string& path);
-    // Without a checkpoint: quantizes a qlora / --weights base from the initial weights.
+    // Without a checkpoint: quantizes a qlora / --weights base from the initial weights (with --init loftq|cloq
+    // or --quantizer gptq: calibrates and initialises the adapters too).
     void start_fresh();
     // Writes a checkpoint of the model and this method's state, plus `extra` sections (WTA-CRS's samplers).
     void save(const std::string& path, const TrainState& state, const FlagValues& flags,
@@ -87,6 +96,11 @@ class TrainMethod {
     bool has_adapters() const;  // the model's Linears carry adapters (exports merge them into the base)
 
   private:
+    // The frozen LoRA base: from the checkpoint's "quantized_base" section, or quantized from the fp32 weights
+    // (plain, round-to-nearest), or through adapters/lora_init.h (LoftQ / CLoQ / GPTQ). resumed: the loaded file.
+    void quantize_base(const CheckpointInfo* resumed, const std::string& path);
+    std::vector<uint8_t> quantized_base_bytes() const;
+    void restore_quantized_base(const std::vector<uint8_t>& bytes, const char* what);
     float* trained_params() const;  // the adapter section's buffer: LoRA's adapters or LoQT's trained factors
     size_t trained_count() const;
 
@@ -96,10 +110,13 @@ class TrainMethod {
     std::unique_ptr<LoraAdapters> lora_;
     std::unique_ptr<LoqtAdapters> loqt_;
     std::unique_ptr<GaloreOptimizer> galore_;
+    std::unique_ptr<SwitchLora> switch_;  // switchlora (training only: inference needs the adapters alone)
     std::unique_ptr<AdamW> model_opt_;    // the model's buffer: full; LoQT's unwrapped tensors
     std::unique_ptr<AdamW> trained_opt_;  // LoRA's adapters or LoQT's trained factors
     size_t quant_bytes_ = 0;              // the frozen base's codes and scales
     std::string base_format_ = "bf16";
+    bool base_in_section_ = false;        // the base's codes travel in the checkpoint (not re-derivable)
+    std::vector<LoraInitReport> init_report_;  // --init / --quantizer gptq: per layer, for describe()
 };
 
 // The options a checkpoint was trained with (its stored flags over the defaults): for sampling and export.

@@ -53,10 +53,12 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
           "on the quantized base), relora (lora merged into the base every --relora-every steps), galore (every "
           "weight; the attention and MLP linears with GaLore's projected Adam of rank --rank), loqt (one trained "
           "factor on an NF4 base, merged and re-projected on the gradient at growing intervals), loqt-nq (the same on "
-          "an fp32 base)", {"full", "lora", "qlora", "relora", "galore", "loqt", "loqt-nq"});
+          "an fp32 base), switchlora (lora with s = 1/r whose adapter vectors are switched for candidates at a "
+          "decaying rate, folding each swap into the base)",
+          {"full", "lora", "qlora", "relora", "galore", "loqt", "loqt-nq", "switchlora"});
     f.add("rank", &o.rank, "adapter rank r (galore: the rank of the gradient projections)");
     f.add("alpha", &o.alpha, "adapter scale: LoRA adds (alpha / r) B A x, LoQT alpha B A x (0: the method's default, "
-          "lora 16, loqt 0.5)");
+          "lora 16, switchlora 1, loqt 0.5)");
     f.add("lora-dropout", &o.lora_dropout, "lora family: dropout probability on the adapters' input (peft's "
           "lora_dropout; training forwards only)");
     f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
@@ -68,6 +70,17 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("relora-every", &o.relora_every, "relora: merge the adapters into the base and restart them every N steps");
     f.add("relora-rewarmup", &o.relora_rewarmup, "relora: re-warm the lr linearly over N steps after each merge");
     f.add("relora-prune", &o.relora_prune, "relora: fraction of the adapters' optimizer state zeroed at each merge");
+    f.add("init", &o.init, "lora/qlora on a quantized base: how the adapters start: plain (B = 0), loftq (alternating "
+          "SVD of the weight error), cloq (closed form minimising the calibrated output error)",
+          {"plain", "loftq", "cloq"});
+    f.add("quantizer", &o.quantizer, "how a lora/qlora base is quantized: rtn (round to nearest) or gptq (with "
+          "calibration)", {"rtn", "gptq"});
+    f.add("calib-tokens", &o.calib_tokens, "--init loftq|cloq, --quantizer gptq: calibration tokens from the train "
+          "split");
+    f.add("init-compare", &o.init_compare, "1: log every initialisation's calibrated error per layer (costs their work)");
+    f.add("switch-interval", &o.switch_interval, "switchlora: steps between a vector's switches at the start (grows "
+          "x1/0.3 every 10% of the run)");
+    f.add("switch-freeze", &o.switch_freeze, "switchlora: updates a switched vector's counterpart sits out");
     f.add("galore-every", &o.galore_every, "galore: recompute each linear's projection (SVD of its gradient) every N "
           "steps");
     f.add("galore-scale", &o.galore_scale, "galore: the factor on the projected-back Adam update (the paper's alpha)");
@@ -159,6 +172,16 @@ void check_options(const TrainOptions& o) {
     LLMQ_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora-dropout %g must lie in [0, 1)", o.lora_dropout);
     LLMQ_CHECK(o.lora_dropout == 0 || o.wtacrs == 0, "--lora-dropout %g with --wtacrs %g is not supported (the sampled "
                "rows would need the dropped input): drop one", o.lora_dropout, o.wtacrs);
+    const bool quantized_lora = (o.method == "lora" && o.weights != "bf16") || o.method == "qlora";
+    LLMQ_CHECK((o.init == "plain" && o.quantizer == "rtn") || quantized_lora, "--init %s --quantizer %s start adapters "
+               "on a quantized base: use --method qlora (or lora with --weights)", o.init.c_str(), o.quantizer.c_str());
+    LLMQ_CHECK(o.calib_tokens > 0, "--calib-tokens %d must be positive", o.calib_tokens);
+    LLMQ_CHECK(o.init_compare == 0 || o.init_compare == 1, "--init-compare %d must be 0 or 1", o.init_compare);
+    LLMQ_CHECK(o.method != "switchlora" || (o.weights == "bf16" && o.optimizer == "adamw"),
+               "--method switchlora folds every switch into an fp32 base with fp32 moments: %s",
+               o.weights != "bf16" ? "drop --weights" : "use --optimizer adamw");
+    LLMQ_CHECK(o.switch_interval > 0 && o.switch_freeze >= 0, "--switch-interval %d must be positive and "
+               "--switch-freeze %d not negative", o.switch_interval, o.switch_freeze);
     LLMQ_CHECK(o.relora_every > 0, "--relora-every %d must be positive", o.relora_every);
     LLMQ_CHECK(o.relora_rewarmup >= 0, "--relora-rewarmup %d must not be negative", o.relora_rewarmup);
     LLMQ_CHECK(o.relora_prune >= 0 && o.relora_prune <= 1, "--relora-prune %g must lie in [0, 1]", o.relora_prune);

@@ -54,6 +54,11 @@ struct TrainOptions {
     float alpha = 0;  // 0: the method's default (method_alpha: lora family 16, loqt 0.5)
     std::string lora_targets = "all-linear";
     float lora_dropout = 0;        // peft's lora_dropout on the adapters' input (lora family)
+    // how adapters start on a quantized base (adapters/lora_init.h): plain (B = 0), loftq, cloq; the base's
+    // quantizer rtn or gptq; calibration tokens (from the train split) for cloq, gptq and the error report
+    std::string init = "plain", quantizer = "rtn";
+    int calib_tokens = 4096, init_compare = 0;
+    int switch_interval = 40, switch_freeze = 5;   // --method switchlora: interval before step 1, freeze after a reset
     std::string weights = "bf16";  // base weight format: bf16 (unquantized; fp32 on the CPU) or nf4|fp4|int4|int3|int2
     int quant_block = 64;
     int double_quant = 0;

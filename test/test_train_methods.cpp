@@ -1,0 +1,168 @@
+// Tests of ./train's wiring of the methods that live in their own state (tools/train_method.h): --method switchlora
+// (its pools and per-vector optimizer in the "switchlora" section) and --init loftq|cloq / --quantizer gptq (a base
+// whose codes cannot be re-derived, in the "quantized_base" section). Each: a run learns, its log says what it did,
+// resuming is bit-identical, and sampling / export rebuild the same model from the checkpoint.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../layers/model.h"
+#include "../tools/checkpoint.h"
+#include "../tools/train_method.h"
+#include "../tools/trainer.h"
+#include "test_util.h"
+#include "train_test_util.h"
+
+using namespace llmq;
+using namespace llmq_test;
+
+namespace {
+
+TrainOptions small_run(const std::string& data, const std::string& tag) {
+    TrainOptions o;
+    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
+    o.data = data;
+    o.encoding = "none";
+    o.steps = 8, o.batch = 2, o.seq = 16, o.warmup = 2, o.lr = 1e-2f;
+    o.eval_every = 0, o.val_batches = 2, o.ckpt_every = 0, o.ckpt_keep_every = 4;
+    o.rank = 4;
+    o.out = temp_dir(tag.c_str());
+    o.seed = 77;
+    return o;
+}
+
+// The bytes of the named state section of a checkpoint file: the sections sit, in header order, right before the
+// 16-byte trailer (tools/checkpoint.h).
+std::string section_bytes(const std::string& path, const std::string& name) {
+    const CheckpointInfo info = read_checkpoint_info(path);
+    const std::string file = read_text(path);
+    size_t total = 0;
+    for (const StateSection& s : info.sections) total += s.bytes.size();
+    size_t at = file.size() - 16 - total;
+    for (const StateSection& s : info.sections) {
+        if (s.name == name) return file.substr(at, s.bytes.size());
+        at += s.bytes.size();
+    }
+    ADD_FAILURE() << path << " has no section " << name;
+    return "";
+}
+
+// Runs o for its steps and again from its step-4 checkpoint; the last four losses, the final val loss and the
+// named state section of the last checkpoint must be bit-identical.
+void expect_resume_exact(const TrainOptions& o, const char* section) {
+    FILE* quiet = fopen("/dev/null", "w");
+    TrainResult full = train(o, quiet);
+    TrainOptions resumed = o;
+    resumed.resume = o.out + "/ckpt_step_000004.ckpt";
+    resumed.out = o.out + "_resumed";
+    TrainResult second = train(resumed, quiet);
+    fclose(quiet);
+    ASSERT_EQ(second.losses.size(), 4u);
+    EXPECT_EQ(0, memcmp(&full.losses[4], second.losses.data(), 4 * sizeof(float)))
+        << ::testing::PrintToString(full.losses) << " vs " << ::testing::PrintToString(second.losses);
+    EXPECT_EQ(full.val_loss, second.val_loss);
+    const std::string a = section_bytes(o.out + "/ckpt_step_000008.ckpt", section);
+    EXPECT_GT(a.size(), 8u);
+    EXPECT_TRUE(a == section_bytes(resumed.out + "/ckpt_step_000008.ckpt", section)) << section << " differs after the "
+                                                                                        "resume";
+}
+
+// The logits, on fixed tokens, of the model a checkpoint rebuilds for inference (no optimizer: what sampling and
+// export use) or for training (the method built with its optimizer, then loaded: what --resume uses).
+std::vector<float> logits_after_load(const std::string& path, bool for_training) {
+    const CheckpointInfo info = read_checkpoint_info(path);
+    Model model(info.config, 0);
+    std::unique_ptr<TrainMethod> parts;
+    OptimizerConfig oc;
+    if (for_training) {
+        parts = std::make_unique<TrainMethod>(model, options_of_checkpoint(info), &oc);
+        parts->load(path);
+    } else {
+        parts = load_checkpoint_for_inference(path, info, model);
+    }
+    return logits_on_random_tokens(model, 10, 8);
+}
+
+}  // namespace
+
+TEST(TrainSwitchLora, LearnsResumesExactlyAndRebuildsForSampling) {
+    const std::string data = markov_corpus("switchlora_train", 13, 3000, 600, 64);
+    TrainOptions o = small_run(data, "switchlora_out");
+    o.method = "switchlora";
+    o.switch_interval = 12;  // small, so that 8 steps switch vectors before and after the resume
+    o.lr = 2e-2f;
+    const std::string log_path = o.out + "/log.txt";
+    FILE* log = fopen(log_path.c_str(), "w");
+    TrainResult r = train(o, log);
+    fclose(log);
+    const std::string text = read_text(log_path);
+    EXPECT_NE(text.find("switchlora"), std::string::npos) << text;
+    EXPECT_LT(r.losses.back(), r.losses.front()) << ::testing::PrintToString(r.losses);
+    expect_resume_exact(o, "switchlora");
+    // the switches live in the base weights and adapters, so inference needs no SwitchLoRA state: the model
+    // rebuilt without it computes what the resumable one (SwitchLoRA re-initialised, then overwritten) does
+    const std::string ckpt = o.out + "/latest.ckpt";
+    const std::vector<float> sampled = logits_after_load(ckpt, false);
+    EXPECT_EQ(sampled, logits_after_load(ckpt, true));
+    Model untrained(read_checkpoint_info(ckpt).config, o.seed);
+    EXPECT_GT(max_abs_diff(sampled, logits_on_random_tokens(untrained, 10, 8)), 1e-4f);
+    // refused combinations name the flag
+    TrainOptions bad = o;
+    bad.weights = "nf4", bad.out = temp_dir("switchlora_bad");
+    expect_error([&] { train(bad, nullptr); }, {"--method switchlora", "--weights"});
+}
+
+TEST(TrainLoraInit, CloqLoftqAndGptqBasesAreLoggedResumedAndRebuilt) {
+    const std::string data = markov_corpus("lora_init_train", 17, 4000, 800, 64);
+    for (const char* init : {"cloq", "loftq", "plain"}) {
+        TrainOptions o = small_run(data, (std::string("lora_init_") + init).c_str());
+        o.method = "qlora", o.weights = "int3", o.init = init;
+        o.quantizer = std::string(init) == "plain" ? "gptq" : "rtn";
+        o.calib_tokens = 256, o.init_compare = 1;
+        o.steps = 8;
+        const std::string log_path = o.out + "/log.txt";
+        FILE* log = fopen(log_path.c_str(), "w");
+        TrainResult r = train(o, log);
+        fclose(log);
+        const std::string text = read_text(log_path);
+        ASSERT_NE(text.find(std::string("init ") + init + " (" + o.quantizer + " int3, 256 calibration tokens)"),
+                  std::string::npos) << text;
+        // one line per attention/MLP linear (2 layers x 7), each with the three calibrated errors
+        int lines = 0;
+        double plain_sum = 0, loftq_sum = 0, cloq_sum = 0;
+        for (size_t at = text.find("calibrated "); at != std::string::npos; at = text.find("calibrated ", at + 1)) {
+            double p = 0, l = 0, c = 0;
+            if (sscanf(text.c_str() + at, "calibrated %lf / %lf / %lf", &p, &l, &c) == 3) {
+                lines++, plain_sum += p, loftq_sum += l, cloq_sum += c;
+                EXPECT_LE(c, p * (1 + 1e-6)) << init << ": CLoQ's calibrated error above plain's on a layer";
+            }
+        }
+        EXPECT_EQ(lines, 14) << text;
+        EXPECT_LT(cloq_sum, loftq_sum) << init;
+        EXPECT_LT(loftq_sum, plain_sum) << init;
+        EXPECT_TRUE(std::isfinite(r.val_loss));
+        expect_resume_exact(o, "quantized_base");
+        // sampling rebuilds the quantized base and adapters from the checkpoint alone, as a resume does; a base
+        // re-quantized from the fp32 weights (what plain RTN QLoRA does) differs for LoftQ (Q = quant(W - s B A))
+        // and GPTQ, and equals CLoQ's (Q = RTN(W))
+        const std::string ckpt = o.out + "/latest.ckpt";
+        const std::vector<float> sampled = logits_after_load(ckpt, false);
+        EXPECT_EQ(sampled, logits_after_load(ckpt, true));
+        TrainOptions rtn = options_of_checkpoint(read_checkpoint_info(ckpt));
+        rtn.init = "plain", rtn.quantizer = "rtn";
+        Model requantized(read_checkpoint_info(ckpt).config, 0);
+        TrainMethod plain_parts(requantized, rtn, nullptr);
+        plain_parts.load(ckpt);
+        const float requantized_diff = max_abs_diff(sampled, logits_on_random_tokens(requantized, 10, 8));
+        if (std::string(init) == "cloq") EXPECT_EQ(requantized_diff, 0.0f);
+        else EXPECT_GT(requantized_diff, 1e-6f) << init;
+    }
+    TrainOptions bad = small_run(data, "lora_init_bad");
+    bad.method = "lora", bad.init = "cloq";  // an unquantized base: nothing to compensate
+    expect_error([&] { train(bad, nullptr); }, {"--init cloq", "quantized base"});
+}
