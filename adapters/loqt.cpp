@@ -339,8 +339,8 @@ void LoqtAdapters::deserialize(const std::vector<uint8_t>& bytes, const char* wh
     for (size_t i = 0; i < bases.size(); i++) set_base(wrapped_[i], bases[i]);
 }
 
-std::unique_ptr<AdamW> loqt_model_optimizer(const LoqtAdapters& loqt, const Model& model, const OptimizerConfig& c) {
-    return c.eight_bit ? std::make_unique<AdamW>(c, loqt.model_trained_tensors()) : std::make_unique<AdamW>(c, model.tensors());
+std::unique_ptr<AdamW> loqt_model_optimizer(const LoqtAdapters& loqt, const OptimizerConfig& c) {
+    return std::make_unique<AdamW>(c, loqt.model_trained_tensors());  // states for those tensors alone
 }
 
 float loqt_optimizer_step(LoqtAdapters& loqt, Model& model, AdamW& factor_opt, AdamW& model_opt, float grad_clip,

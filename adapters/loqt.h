@@ -149,9 +149,9 @@ class LoqtAdapters {
     bool merging_ = false;
 };
 
-// The AdamW for the model's unwrapped tensors: 8-bit states for exactly those tensors, or fp32 m, v laid out
-// like the whole model buffer (the wrapped weights' part stays zero: AdamW's fp32 states index by offset).
-std::unique_ptr<AdamW> loqt_model_optimizer(const LoqtAdapters& loqt, const Model& model, const OptimizerConfig& config);
+// The AdamW for the model's unwrapped tensors (embeddings, norms, lm_head): fp32 or 8-bit states for exactly
+// those tensors, none for the wrapped weights.
+std::unique_ptr<AdamW> loqt_model_optimizer(const LoqtAdapters& loqt, const OptimizerConfig& config);
 // One optimizer step of a LoQT run: the gradients of the trained factors and of the model's unwrapped tensors
 // clipped together to grad_clip by their global norm (both AdamWs are built with grad_clip 0), then both
 // updated. Returns the norm before clipping.

@@ -34,10 +34,11 @@ const Real* Linear<Real>::adapter_input(const Real* inp, int N) {
     if (!dropping()) return inp;
     const size_t n = (size_t)N * in;
     const Real keep_scale = Real(1) / (Real(1) - (Real)adapter_dropout);
-    dropped_.resize(n);
+    std::vector<Real>& dropped = tmp().dropped;
+    dropped.resize(n);
     for (size_t i = 0; i < n; i++)
-        dropped_[i] = Rng::uniform_at(dropout_seed, i) < adapter_dropout ? Real(0) : inp[i] * keep_scale;
-    return dropped_.data();
+        dropped[i] = Rng::uniform_at(dropout_seed, i) < adapter_dropout ? Real(0) : inp[i] * keep_scale;
+    return dropped.data();
 }
 
 template <typename Real>
@@ -58,12 +59,19 @@ bool Linear<Real>::needs_input_in_backward() const {
 }
 
 template <typename Real>
+LinearScratch<Real>& Linear<Real>::tmp() {
+    if (!scratch) scratch = std::make_shared<LinearScratch<Real>>();
+    return *scratch;
+}
+
+template <typename Real>
 const Real* Linear<Real>::base_weight() {
     if (!quant) return weight;
     if constexpr (std::is_same<Real, float>::value) {
-        dequant_.resize((size_t)out * in);
-        quant->dequantize(dequant_.data());
-        return dequant_.data();
+        std::vector<Real>& w = tmp().dequant;
+        w.resize((size_t)out * in);
+        quant->dequantize(w.data());
+        return w.data();
     }
     return nullptr;  // unreachable: check() refuses quant for double
 }
@@ -83,7 +91,7 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
     const Real* ax = adapters.empty() ? inp : adapter_input(inp, N);
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
-        std::vector<Real>& u = keep_u ? adapter_u_kept_[j] : adapter_u_;
+        std::vector<Real>& u = keep_u ? adapter_u_kept_[j] : tmp().u;
         u.resize((size_t)N * a.rank);
         matmul_forward_cpu(u.data(), ax, a.A, N, in, a.rank);
         gemm_cpu(false, true, N, out, a.rank, a.scale, u.data(), a.rank, a.B, a.rank, Real(1), y, out);
@@ -146,25 +154,27 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
         if (from_sample) {
             u = adapter_u_kept_[j].data();
         } else {
-            adapter_u_.resize((size_t)N * r);
-            if (inp) matmul_forward_cpu(adapter_u_.data(), ax, a.A, N, in, r);  // else u is unused (no dB)
-            u = adapter_u_.data();
+            tmp().u.resize((size_t)N * r);
+            if (inp) matmul_forward_cpu(tmp().u.data(), ax, a.A, N, in, r);  // else u is unused (no dB)
+            u = tmp().u.data();
         }
-        adapter_du_.resize((size_t)N * r);
-        gemm_cpu(false, false, N, r, out, a.scale, dout, out, a.B, r, Real(0), adapter_du_.data(), r);
+        std::vector<Real>& du = tmp().du;
+        du.resize((size_t)N * r);
+        gemm_cpu(false, false, N, r, out, a.scale, dout, out, a.B, r, Real(0), du.data(), r);
         if (a.dB) gemm_cpu(true, false, out, r, N, a.scale, dout, out, u, r, Real(1), a.dB, r);
         if (a.dA) {
-            if (from_sample) sampled_weight_grad(a.dA, adapter_du_.data(), r);
-            else matmul_backward_weight_cpu(a.dA, adapter_du_.data(), ax, N, in, r);
+            if (from_sample) sampled_weight_grad(a.dA, du.data(), r);
+            else matmul_backward_weight_cpu(a.dA, du.data(), ax, N, in, r);
         }
-        if (dinp && !drop) matmul_backward_input_cpu(dinp, adapter_du_.data(), a.A, N, in, r);
-        if (dinp && drop) {  // drop(x)'s own backward: the mask and 1/(1-p) on du A (dropped_ is free by now)
+        if (dinp && !drop) matmul_backward_input_cpu(dinp, du.data(), a.A, N, in, r);
+        if (dinp && drop) {  // drop(x)'s own backward: the mask and 1/(1-p) on du A (drop(x) is free by now)
             const size_t n = (size_t)N * in;
             const Real keep_scale = Real(1) / (Real(1) - (Real)adapter_dropout);
-            dropped_.assign(n, Real(0));
-            matmul_backward_input_cpu(dropped_.data(), adapter_du_.data(), a.A, N, in, r);
+            std::vector<Real>& g = tmp().dropped;
+            g.assign(n, Real(0));
+            matmul_backward_input_cpu(g.data(), du.data(), a.A, N, in, r);
             for (size_t i = 0; i < n; i++)
-                if (Rng::uniform_at(dropout_seed, i) >= adapter_dropout) dinp[i] += dropped_[i] * keep_scale;
+                if (Rng::uniform_at(dropout_seed, i) >= adapter_dropout) dinp[i] += g[i] * keep_scale;
             if (j + 1 < adapters.size()) ax = adapter_input(inp, N);  // the next adapter reads drop(x) again
         }
     }
@@ -194,8 +204,7 @@ template <typename Real>
 size_t Linear<Real>::scratch_bytes() const {
     size_t kept_u = 0;
     for (const std::vector<Real>& u : adapter_u_kept_) kept_u += u.capacity();
-    return sizeof(Real) * (dequant_.capacity() + adapter_u_.capacity() + kept_u + adapter_du_.capacity() + dropped_.capacity() +
-                           own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity()) +
+    return sizeof(Real) * (kept_u + own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity()) +
            sizeof(int) * sample_rows_.capacity();
 }
 

@@ -88,6 +88,19 @@ struct RowSampler {
 template <typename Real>
 using WeightUpdateFn = std::function<void(Real* param, const Real* grad, size_t n)>;
 
+// The temporaries of one forward or backward: the dequantized base (out,in), u = x A^T and its gradient (N,r),
+// drop(x) (N,in). Nothing in them lives from a forward to its backward, and a model runs its Linears one at a
+// time, so all of a model's Linears share one (ModelCore gives it to them): the scratch is the largest layer's,
+// not the sum over layers (a 4-bit base would otherwise hold a dequantized fp32 copy per layer). A Linear
+// without one makes its own.
+template <typename Real>
+struct LinearScratch {
+    std::vector<Real> dequant, u, du, dropped;
+    size_t bytes() const {
+        return sizeof(Real) * (dequant.capacity() + u.capacity() + du.capacity() + dropped.capacity());
+    }
+};
+
 template <typename Real>
 class Linear {
   public:
@@ -99,6 +112,7 @@ class Linear {
     std::shared_ptr<RowSampler<Real>> sampler;      // null: exact weight gradient
     WeightUpdateFn<Real> on_weight_grad;            // set: immediate update instead of dweight
     Real* immediate_scratch = nullptr;              // (out*in) shared scratch for the immediate path; null: own
+    std::shared_ptr<LinearScratch<Real>> scratch;   // temporaries, shared with the model's other Linears
     float adapter_dropout = 0;                      // p in [0,1): dropout on the adapters' input
     uint64_t dropout_seed = 0;                      // this forward's (and its backward's) mask; 0: no dropout
 
@@ -124,23 +138,21 @@ class Linear {
     // one the forward used.
     void backward(Real* dinp, const Real* dout, const Real* inp, int N);
 
-    size_t scratch_bytes() const;  // what this layer holds beyond its views (dequantized weight, samples, ...)
+    // What this layer holds beyond its views and the shared scratch (kept samples, the immediate-path gradient)
+    size_t scratch_bytes() const;
     // Bytes the sampled path kept at the last forward: the input rows (k*in) and the adapters' u (N*r each);
     // 0 without a sampler. Part of scratch_bytes().
     size_t kept_sample_bytes() const;
 
   private:
-    const Real* base_weight();  // weight, or the dequantized copy in dequant_
+    LinearScratch<Real>& tmp();  // scratch (made on first use when none was given)
+    const Real* base_weight();  // weight, or the dequantized copy in tmp().dequant
     bool dropping() const { return adapter_dropout > 0 && dropout_seed != 0 && !adapters.empty(); }
-    // drop(x) (N,in) into dropped_ (the adapters' input; x itself when not dropping)
+    // drop(x) (N,in) into tmp().dropped (the adapters' input; x itself when not dropping)
     const Real* adapter_input(const Real* inp, int N);
     void check() const;
 
-    std::vector<Real> dequant_;     // (out,in) dequantized base, when quant has no fused path
-    std::vector<Real> adapter_u_;   // (N,r) x A^T, recomputed in the backward from the input
     std::vector<std::vector<Real>> adapter_u_kept_;  // per adapter (N,r): kept from the forward when sampled()
-    std::vector<Real> adapter_du_;  // (N,r)
-    std::vector<Real> dropped_;     // (N,in) drop(x), with adapter dropout; then du A before its mask
     std::vector<Real> own_scratch_; // (out,in) immediate-path gradient when no shared scratch is given
     std::vector<int> sample_rows_;  // (k) rows kept by the sampler at the last forward
     std::vector<Real> sample_w_;    // (k)

@@ -107,6 +107,11 @@ ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(c
     }
     const std::string head = c.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
     lm_head_ = Linear<Real>(C, V, P(head), G(head));
+    // one scratch for every Linear's temporaries: they run one at a time (layers/linear.h LinearScratch)
+    linear_scratch_ = std::make_shared<LinearScratch<Real>>();
+    lm_head_.scratch = linear_scratch_;
+    for (TransformerLayer<Real>& L : layers_)
+        for (Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) lin->scratch = linear_scratch_;
 }
 
 template <typename Real>
@@ -267,7 +272,7 @@ std::vector<uint8_t> ModelCore<Real>::dropped_inputs() const {
 
 template <typename Real>
 size_t ModelCore<Real>::activation_bytes() const {
-    size_t bytes = acts_.bytes() + lm_head_.scratch_bytes();
+    size_t bytes = acts_.bytes() + lm_head_.scratch_bytes() + linear_scratch_->bytes();
     for (const TransformerLayer<Real>& L : layers_)
         for (const Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) bytes += lin->scratch_bytes();
     return bytes;

@@ -76,6 +76,7 @@ class ModelCore {
     Real *embed_ = nullptr, *dembed_ = nullptr, *normf_ = nullptr, *dnormf_ = nullptr;
     std::vector<TransformerLayer<Real>> layers_;
     Linear<Real> lm_head_;
+    std::shared_ptr<LinearScratch<Real>> linear_scratch_;  // shared by every Linear above
     Activations<Real> acts_;
     int valid_targets_ = 0;      // non-ignored targets of the last forward
     bool have_dlogits_ = false;  // a forward with targets ran since the last backward

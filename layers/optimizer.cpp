@@ -55,6 +55,8 @@ AdamW::AdamW(const OptimizerConfig& config, const std::vector<ParamTensor>& tens
     : AdamW(fp32_config(config), config.eight_bit ? 0 : num_params_of(tensors)) {
     config_.eight_bit = config.eight_bit;
     tensors_ = tensors;
+    size_t at = 0;
+    for (const ParamTensor& t : tensors) state_offset_.push_back(at), at += config.eight_bit ? 0 : t.size;
     if (!config.eight_bit) return;
     for (const ParamTensor& t : tensors) states_.push_back(adam8bit_init((int64_t)t.size));
 }
@@ -85,7 +87,38 @@ void AdamW::prune_state(float fraction) {
             if (v_[i] == 0.0f) m_[i] = 0.0f;
     };
     if (tensors_.empty()) prune_tensor(0, m_.size());
-    for (const ParamTensor& t : tensors_) prune_tensor(t.offset, t.size);
+    for (size_t i = 0; i < tensors_.size(); i++) prune_tensor(state_offset_[i], tensors_[i].size);
+}
+
+void AdamW::fp32_state_as_buffer(size_t n, std::vector<float>& m, std::vector<float>& v) const {
+    LLMQ_CHECK(!config_.eight_bit, "optimizer: fp32_state_as_buffer on 8-bit AdamW");
+    if (tensors_.empty()) {
+        LLMQ_CHECK(n == m_.size(), "optimizer: state of %zu values for a buffer of %zu", m_.size(), n);
+        m = m_, v = v_;
+        return;
+    }
+    m.assign(n, 0.0f), v.assign(n, 0.0f);
+    for (size_t i = 0; i < tensors_.size(); i++) {
+        const ParamTensor& t = tensors_[i];
+        LLMQ_CHECK(t.offset + t.size <= n, "optimizer: tensor %s lies past a buffer of %zu", t.name.c_str(), n);
+        std::copy(m_.begin() + state_offset_[i], m_.begin() + state_offset_[i] + t.size, m.begin() + t.offset);
+        std::copy(v_.begin() + state_offset_[i], v_.begin() + state_offset_[i] + t.size, v.begin() + t.offset);
+    }
+}
+
+void AdamW::set_fp32_state_from_buffer(size_t n, const float* m, const float* v) {
+    LLMQ_CHECK(!config_.eight_bit, "optimizer: set_fp32_state_from_buffer on 8-bit AdamW");
+    if (tensors_.empty()) {
+        LLMQ_CHECK(n == m_.size(), "optimizer: state of %zu values for a buffer of %zu", m_.size(), n);
+        std::copy(m, m + n, m_.begin()), std::copy(v, v + n, v_.begin());
+        return;
+    }
+    for (size_t i = 0; i < tensors_.size(); i++) {
+        const ParamTensor& t = tensors_[i];
+        LLMQ_CHECK(t.offset + t.size <= n, "optimizer: tensor %s lies past a buffer of %zu", t.name.c_str(), n);
+        std::copy(m + t.offset, m + t.offset + t.size, m_.begin() + state_offset_[i]);
+        std::copy(v + t.offset, v + t.offset + t.size, v_.begin() + state_offset_[i]);
+    }
 }
 
 size_t AdamW::state_bytes() const {
@@ -119,7 +152,7 @@ float AdamW::step(Model& model, int step) {
 }
 
 float AdamW::step(float* params, const float* grads, size_t n, const std::vector<ParamTensor>& tensors, int step) {
-    LLMQ_CHECK(config_.eight_bit ? tensors.size() == tensors_.size() : n == m_.size(),
+    LLMQ_CHECK(tensors_.empty() ? n == m_.size() : tensors.size() == tensors_.size(),
                "optimizer: built for another parameter layout than the buffer's (%zu parameters)", n);
     float clip_scale = 1.0f;
     const float norm = global_grad_norm(config_, grads, n, step, &clip_scale);
@@ -131,8 +164,11 @@ float AdamW::step(float* params, const float* grads, size_t n, const std::vector
             Adam8bitHyper h{lr, config_.beta1, config_.beta2, config_.eps, wd};
             adam8bit_step_cpu(params + t.offset, grads + t.offset, states_[i], h, t_ + 1, clip_scale);
         } else {
-            adamw_update_cpu(params + t.offset, grads + t.offset, m_.data() + t.offset, v_.data() + t.offset, t.size,
-                             lr, config_.beta1, config_.beta2, config_.eps, wd, t_ + 1, clip_scale);
+            const size_t s = tensors_.empty() ? t.offset : state_offset_[i];
+            LLMQ_CHECK(s + t.size <= m_.size(), "optimizer: tensor %s past the state (%zu values)", t.name.c_str(),
+                       m_.size());
+            adamw_update_cpu(params + t.offset, grads + t.offset, m_.data() + s, v_.data() + s, t.size, lr,
+                             config_.beta1, config_.beta2, config_.eps, wd, t_ + 1, clip_scale);
         }
     }
     t_++;

@@ -39,7 +39,9 @@ class AdamW {
   public:
     // fp32 states for a buffer of num_params (config.eight_bit must be false).
     AdamW(const OptimizerConfig& config, size_t num_params);
-    // fp32 or 8-bit states, as config.eight_bit says, for a model's tensor layout.
+    // fp32 or 8-bit states, as config.eight_bit says, for the given tensors of a buffer (all of a model's, or a
+    // subset: LoQT's unwrapped tensors). fp32 states are held compactly, tensor after tensor, so a subset costs
+    // only its own 8 bytes per parameter.
     AdamW(const OptimizerConfig& config, const std::vector<ParamTensor>& tensors);
     // One update of model.params() from model.grads(): clip to grad_clip by global norm, then AdamW
     // at lr_at_step(step). Returns the gradient norm before clipping. step is 0-based. A non-finite gradient
@@ -59,7 +61,13 @@ class AdamW {
     // checks every state against the tensor it belongs to; errors name `what` (the checkpoint file).
     std::vector<uint8_t> serialize_8bit() const;
     void deserialize_8bit(const uint8_t* data, size_t size, const char* what);
-    // fp32 states (empty in 8-bit mode)
+    // fp32 states in the layout of the buffer they update (n floats each, 0 outside this AdamW's tensors):
+    // the checkpoint's form, whatever is held in memory; and back (Error unless fp32 and n fits the layout).
+    void fp32_state_as_buffer(size_t n, std::vector<float>& m, std::vector<float>& v) const;
+    void set_fp32_state_from_buffer(size_t n, const float* m, const float* v);
+    // fp32 states as held (empty in 8-bit mode): tensor i's at state_offset(i), which for a whole-model layout
+    // is the tensor's own offset
+    size_t state_offset(size_t i) const { return tensors_.empty() ? 0 : state_offset_[i]; }
     const std::vector<float>& m() const { return m_; }
     const std::vector<float>& v() const { return v_; }
     std::vector<float>& m() { return m_; }
@@ -72,6 +80,7 @@ class AdamW {
     OptimizerConfig config_;
     std::vector<float> m_, v_;            // fp32 mode
     std::vector<ParamTensor> tensors_;    // the layout (when built from one); 8-bit mode: one state per tensor
+    std::vector<size_t> state_offset_;    // fp32 with a layout: where each tensor's m, v start in m_, v_
     std::vector<Adam8bitState> states_;
     int t_ = 0;  // number of updates applied (bias correction uses t_ + 1)
     float lr_scale_ = 1.0f;

@@ -243,7 +243,7 @@ TEST(Loqt, ProjectionsAreOrthonormalAndOnlyTheTrainedFactorsLearn) {
     OptimizerConfig oc;
     oc.lr = 1e-2f, oc.grad_clip = 0;
     AdamW fa(oc, q.tensors());
-    std::unique_ptr<AdamW> ma = loqt_model_optimizer(q, m, oc);
+    std::unique_ptr<AdamW> ma = loqt_model_optimizer(q, oc);
     loqt_optimizer_step(q, m, fa, *ma, 1.0f, 0);
     EXPECT_EQ(frozen, std::vector<float>(q.frozen_params(), q.frozen_params() + q.num_frozen()));
     EXPECT_NE(factors, std::vector<float>(q.params(), q.params() + q.num_params()));

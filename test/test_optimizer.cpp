@@ -153,3 +153,37 @@ TEST(AdamW, TinyModelOverfitsAFixedBatch) {
     EXPECT_NEAR(first, std::log(29.0f), 0.3f);  // starts near uniform
     EXPECT_LT(last, 0.5f * first) << "loss " << first << " -> " << last;
 }
+
+// An AdamW over a subset of a buffer's tensors (LoQT's unwrapped ones) holds states for those alone, compactly,
+// and updates them exactly as an AdamW over the whole layout does; the checkpoint form (the buffer's layout,
+// zero elsewhere) round-trips.
+TEST(AdamW, ASubsetOfTensorsHoldsOnlyItsOwnStatesAndStepsLikeTheWholeLayout) {
+    std::vector<ParamTensor> all = {{"a", 0, {3, 4}, 12, true}, {"b", 12, {5}, 5, false}, {"c", 17, {2, 3}, 6, true}};
+    std::vector<ParamTensor> subset = {all[0], all[2]};  // "b" is frozen
+    OptimizerConfig c;
+    c.total_steps = 10, c.warmup_steps = 0, c.lr = 1e-2f, c.weight_decay = 0.1f, c.grad_clip = 0;
+    AdamW whole(c, all), part(c, subset);
+    EXPECT_EQ(part.state_bytes(), 8u * (12 + 6));
+    EXPECT_EQ(whole.state_bytes(), 8u * 23);
+    Rng rng(3);
+    std::vector<float> p1(23), g(23);
+    for (float& x : p1) x = rng.normal();
+    std::vector<float> p2 = p1;
+    for (int step = 0; step < 4; step++) {
+        for (float& x : g) x = rng.normal();
+        for (int i = 12; i < 17; i++) g[i] = 0;  // "b" undecayed with no gradient: the whole layout leaves it be
+        whole.step(p1.data(), g.data(), 23, all, step);
+        part.step(p2.data(), g.data(), 23, subset, step);
+    }
+    EXPECT_EQ(p1, p2);
+    std::vector<float> m1, v1, m2, v2;
+    whole.fp32_state_as_buffer(23, m1, v1);
+    part.fp32_state_as_buffer(23, m2, v2);
+    EXPECT_EQ(m1, m2);
+    EXPECT_EQ(v1, v2);
+    for (int i = 12; i < 17; i++) EXPECT_EQ(m2[i], 0.0f) << "the frozen tensor has no state";
+    AdamW back(c, subset);
+    back.set_fp32_state_from_buffer(23, m2.data(), v2.data());
+    EXPECT_EQ(back.m(), part.m());
+    EXPECT_EQ(back.v(), part.v());
+}

@@ -106,9 +106,6 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
                      const FlagValues& flags, const AdapterSection* adapters,
                      const std::vector<StateSection>& sections) {
     size_t n = model.num_params();
-    if (opt && !opt->eight_bit())
-        LLMQ_CHECK(opt->m().size() == n && opt->v().size() == n, "%s: optimizer state has %zu values, model %zu",
-                   path.c_str(), opt->m().size(), n);
     auto blob_of = [](const AdamW* o) { return o && o->eight_bit() ? o->serialize_8bit() : std::vector<uint8_t>{}; };
     const std::vector<uint8_t> opt_blob = blob_of(opt), adapter_blob = blob_of(adapters ? adapters->opt : nullptr);
     std::string header = header_bytes(model, opt, opt_blob, state, flags, adapters, adapter_blob, sections);
@@ -124,9 +121,11 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
     auto write_optimizer = [&](const AdamW* o, const std::vector<uint8_t>& blob, size_t count) {
         if (o && o->eight_bit()) {
             w.write(blob.data(), blob.size());
-        } else if (o) {
-            w.write(o->m().data(), count * sizeof(float));
-            w.write(o->v().data(), count * sizeof(float));
+        } else if (o) {  // in the buffer's layout (zero outside the optimizer's tensors)
+            std::vector<float> m, v;
+            o->fp32_state_as_buffer(count, m, v);
+            w.write(m.data(), count * sizeof(float));
+            w.write(v.data(), count * sizeof(float));
         }
     };
     w.write(model.params(), n * sizeof(float));
@@ -322,7 +321,6 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
         LLMQ_CHECK(fread(dst, sizeof(float), count, f) == count, "%s: truncated checkpoint (%s)", path.c_str(), what);
         hash = fnv1a(hash, dst, count * sizeof(float));
     };
-    std::vector<float> scratch;
     read_floats(model.params(), n, "parameters");
     // an optimizer state of `kind` for `count` parameters, into o (or skipped over when o is null)
     auto read_optimizer = [&](uint8_t kind, uint64_t blob_bytes, AdamW* o, size_t count) {
@@ -333,9 +331,10 @@ CheckpointInfo load_checkpoint(const std::string& path, Model& model, AdamW* opt
             hash = fnv1a(hash, blob.data(), blob.size());
             if (o) o->deserialize_8bit(blob.data(), blob.size(), path.c_str());
         } else if (kind == 1) {
-            if (!o) scratch.resize(count);
-            read_floats(o ? o->m().data() : scratch.data(), count, "AdamW m");
-            read_floats(o ? o->v().data() : scratch.data(), count, "AdamW v");
+            std::vector<float> m(count), v(count);
+            read_floats(m.data(), count, "AdamW m");
+            read_floats(v.data(), count, "AdamW v");
+            if (o) o->set_fp32_state_from_buffer(count, m.data(), v.data());
         }
     };
     read_optimizer(!info.has_optimizer ? 0 : info.optimizer_8bit ? 2 : 1, info.optimizer_8bit_bytes, opt, n);

@@ -92,7 +92,7 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
         OptimizerConfig c = ocfg_;
         c.grad_clip = 0;  // loqt_optimizer_step clips the factors and the unwrapped tensors by one norm
         trained_opt_ = std::make_unique<AdamW>(c, loqt_->tensors());
-        model_opt_ = loqt_model_optimizer(*loqt_, model, c);
+        model_opt_ = loqt_model_optimizer(*loqt_, c);
     } else if (o.method == "galore") {
         galore_ = std::make_unique<GaloreOptimizer>(ocfg_, GaloreOptions{o.rank, o.galore_every, o.galore_scale},
                                                     model.tensors());
