@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "../kernels/matmul.h"
+#include "../layers/state_bytes.h"
 
 namespace llmq {
 
@@ -50,32 +51,6 @@ std::vector<int> distinct_below(int k, int n, Rng& rng) {
 
 constexpr uint32_t kMagic = 0x524c5753;  // "SWLR" little-endian
 constexpr uint32_t kVersion = 1;
-
-template <typename T>
-void put(std::vector<uint8_t>& out, const T* p, size_t count) {
-    out.insert(out.end(), (const uint8_t*)p, (const uint8_t*)(p + count));
-}
-
-// Bounds-checked reads of the state bytes; errors name `what` and the byte.
-struct Reader {
-    const uint8_t* data;
-    size_t size, pos;
-    const char* what;
-    template <typename T>
-    void get(T* dst, size_t count) {
-        LLMQ_CHECK(pos <= size && count <= (size - pos) / sizeof(T),
-                   "%s: SwitchLoRA state truncated at byte %zu (%zu bytes; %zu more needed)", what, pos, size,
-                   count * sizeof(T));
-        std::memcpy(dst, data + pos, count * sizeof(T));
-        pos += count * sizeof(T);
-    }
-    template <typename T>
-    T one() {
-        T v;
-        get(&v, 1);
-        return v;
-    }
-};
 
 }  // namespace
 
@@ -175,58 +150,58 @@ int SwitchLora::switch_vectors(int step) {
 //   per layer: u32 in, out, pool, cursor_A, cursor_B; f32 pool_A (pool,in), pool_B (pool,out)
 //   u64 n; f32 m (n), v (n); i32 steps (layers,2,r), frozen (layers,2,r)
 std::vector<uint8_t> SwitchLora::serialize() const {
-    std::vector<uint8_t> out;
+    StateWriter out;
     const uint32_t head[4] = {kMagic, kVersion, (uint32_t)layers_.size(), (uint32_t)rank_};
-    put(out, head, 4);
-    put(out, &rng_.state, 1);
+    out.put_array(head, 4);
+    out.put(rng_.state);
     for (const Layer& L : layers_) {
         const uint32_t shape[5] = {(uint32_t)L.in, (uint32_t)L.out, (uint32_t)L.pool, (uint32_t)L.cursor_A,
                                    (uint32_t)L.cursor_B};
-        put(out, shape, 5);
-        put(out, L.pool_A.data(), L.pool_A.size());
-        put(out, L.pool_B.data(), L.pool_B.size());
+        out.put_array(shape, 5);
+        out.put_array(L.pool_A.data(), L.pool_A.size());
+        out.put_array(L.pool_B.data(), L.pool_B.size());
     }
     const uint64_t n = optimizer_.m().size();
-    put(out, &n, 1);
-    put(out, optimizer_.m().data(), n);
-    put(out, optimizer_.v().data(), n);
-    put(out, optimizer_.vector_steps().data(), optimizer_.vector_steps().size());
-    put(out, optimizer_.frozen().data(), optimizer_.frozen().size());
-    return out;
+    out.put(n);
+    out.put_array(optimizer_.m().data(), n);
+    out.put_array(optimizer_.v().data(), n);
+    out.put_array(optimizer_.vector_steps().data(), optimizer_.vector_steps().size());
+    out.put_array(optimizer_.frozen().data(), optimizer_.frozen().size());
+    return out.bytes;
 }
 
 void SwitchLora::deserialize(const uint8_t* data, size_t size, const char* what) {
-    Reader r{data, size, 0, what};
+    StateReader r(data, size, what, "SwitchLoRA state");
     uint32_t head[4];
-    r.get(head, 4);
+    r.get_array(head, 4);
     LLMQ_CHECK(head[0] == kMagic, "%s: not a SwitchLoRA state (bad magic 0x%08x)", what, head[0]);
     LLMQ_CHECK(head[1] == kVersion, "%s: SwitchLoRA state version %u (this build reads %u)", what, head[1], kVersion);
     LLMQ_CHECK(head[2] == layers_.size() && (int)head[3] == rank_,
                "%s: SwitchLoRA state has %u layers of rank %u, this run %zu of rank %d", what, head[2], head[3],
                layers_.size(), rank_);
-    const uint64_t rng_state = r.one<uint64_t>();
+    const uint64_t rng_state = r.get<uint64_t>();
     std::vector<Layer> layers = layers_;  // committed only when everything has been read and checked
     for (Layer& L : layers) {
         uint32_t s[5];
-        r.get(s, 5);
+        r.get_array(s, 5);
         LLMQ_CHECK((int)s[0] == L.in && (int)s[1] == L.out && (int)s[2] == L.pool && (int)s[3] < rank_ &&
                        (int)s[4] < rank_,
                    "%s: SwitchLoRA state of %s is %u x %u with %u candidates (cursors %u, %u), this run's is %d x %d "
                    "with %d (rank %d)", what, L.name.c_str(), s[1], s[0], s[2], s[3], s[4], L.out, L.in, L.pool, rank_);
         L.cursor_A = (int)s[3], L.cursor_B = (int)s[4];
-        r.get(L.pool_A.data(), L.pool_A.size());
-        r.get(L.pool_B.data(), L.pool_B.size());
+        r.get_array(L.pool_A.data(), L.pool_A.size());
+        r.get_array(L.pool_B.data(), L.pool_B.size());
     }
-    const uint64_t n = r.one<uint64_t>();
+    const uint64_t n = r.get<uint64_t>();
     LLMQ_CHECK(n == optimizer_.m().size(), "%s: SwitchLoRA optimizer state of %llu parameters, the adapters have %zu",
                what, (unsigned long long)n, optimizer_.m().size());
     std::vector<float> m(n), v(n);
     std::vector<int32_t> steps(optimizer_.vector_steps().size()), frozen(steps.size());
-    r.get(m.data(), n);
-    r.get(v.data(), n);
-    r.get(steps.data(), steps.size());
-    r.get(frozen.data(), frozen.size());
-    LLMQ_CHECK(r.pos == size, "%s: SwitchLoRA state has %zu bytes past its end", what, size - r.pos);
+    r.get_array(m.data(), n);
+    r.get_array(v.data(), n);
+    r.get_array(steps.data(), steps.size());
+    r.get_array(frozen.data(), frozen.size());
+    r.expect_end();
     for (size_t k = 0; k < steps.size(); k++)
         LLMQ_CHECK(steps[k] >= 0 && frozen[k] >= 0, "%s: SwitchLoRA state is corrupt (vector %zu: step %d, frozen %d)",
                    what, k, steps[k], frozen[k]);

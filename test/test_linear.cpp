@@ -63,10 +63,18 @@ double rel_err(double a, double b) { return std::fabs(a - b) / std::max(std::fab
 
 }  // namespace
 
-TEST(Linear, ForwardWithAdaptersMatchesHandComputation) {
-    LoraFixture f(true);
+namespace {
+// f.lin's forward against the hand-computed y = x W^T + sum over adapters scale (drop(x) A^T) B^T, with the mask
+// of the layer's dropout seed (none when the seed is 0).
+void expect_forward_matches_hand_computation(LoraFixture& f) {
     std::vector<double> y = poisoned<double>(f.N * f.out);
     f.lin.forward(y.data(), f.x.data(), f.N);
+    const double p = f.lin.adapter_dropout;
+    auto adapter_input = [&](int n, int i) {
+        const double x = f.x[n * f.in + i];
+        if (f.lin.dropout_seed == 0) return x;
+        return Rng::uniform_at(f.lin.dropout_seed, n * f.in + i) < (float)p ? 0.0 : x / (1 - p);
+    };
     for (int n = 0; n < f.N; n++)
         for (int o = 0; o < f.out; o++) {
             double want = 0;
@@ -74,11 +82,17 @@ TEST(Linear, ForwardWithAdaptersMatchesHandComputation) {
             for (const LoraAdapter<double>& a : f.lin.adapters)
                 for (int r = 0; r < a.rank; r++) {
                     double u = 0;
-                    for (int i = 0; i < f.in; i++) u += f.x[n * f.in + i] * a.A[r * f.in + i];
+                    for (int i = 0; i < f.in; i++) u += adapter_input(n, i) * a.A[r * f.in + i];
                     want += a.scale * u * a.B[o * a.rank + r];
                 }
             EXPECT_NEAR(y[n * f.out + o], want, 1e-12 * (1 + std::fabs(want)));
         }
+}
+}  // namespace
+
+TEST(Linear, ForwardWithAdaptersMatchesHandComputation) {
+    LoraFixture f(true);
+    expect_forward_matches_hand_computation(f);
 }
 
 namespace {
@@ -121,24 +135,8 @@ TEST(Linear, LoraDropoutMatchesHandComputationAndFiniteDifferences) {
     LoraFixture f(true);
     f.lin.adapter_dropout = 0.4f;
     f.lin.dropout_seed = 0xD809u;
-    std::vector<double> y = poisoned<double>(f.N * f.out);
-    f.lin.forward(y.data(), f.x.data(), f.N);
+    expect_forward_matches_hand_computation(f);
     int dropped = 0;
-    for (int n = 0; n < f.N; n++)
-        for (int o = 0; o < f.out; o++) {
-            double want = 0;
-            for (int i = 0; i < f.in; i++) want += f.x[n * f.in + i] * f.W[o * f.in + i];
-            for (const LoraAdapter<double>& a : f.lin.adapters)
-                for (int r = 0; r < a.rank; r++) {
-                    double u = 0;
-                    for (int i = 0; i < f.in; i++) {
-                        const bool drop = Rng::uniform_at(f.lin.dropout_seed, n * f.in + i) < 0.4f;
-                        u += drop ? 0.0 : f.x[n * f.in + i] / (1 - (double)0.4f) * a.A[r * f.in + i];
-                    }
-                    want += a.scale * u * a.B[o * a.rank + r];
-                }
-            EXPECT_NEAR(y[n * f.out + o], want, 1e-12 * (1 + std::fabs(want)));
-        }
     for (int i = 0; i < f.N * f.in; i++) dropped += Rng::uniform_at(f.lin.dropout_seed, i) < 0.4f;
     EXPECT_GT(dropped, 3) << "the mask drops some inputs";
     EXPECT_LT(dropped, f.N * f.in - 3) << "and keeps some";

@@ -284,18 +284,8 @@ TEST(Loqt, ResumeIsBitIdenticalAcrossMerges) {
         o.loqt_tau = 2;  // merges at 0, 2, 5: before and after the resume at 4
         o.ckpt_keep_every = 4, o.eval_every = 0, o.val_batches = 2;
         if (variant == 2) o.optimizer = "adamw8bit", o.loqt_quant_p = 1, o.grad_accum = 2;
-        FILE* quiet = fopen("/dev/null", "w");
-        TrainResult full = train(o, quiet);
-        TrainOptions resumed = o;
-        resumed.resume = o.out + "/ckpt_step_000004.ckpt";
-        resumed.out = o.out + "_resumed";
-        TrainResult second = train(resumed, quiet);
-        fclose(quiet);
-        ASSERT_EQ(second.losses.size(), 4u);
-        for (int i = 0; i < 4; i++)
-            EXPECT_EQ(0, memcmp(&full.losses[4 + i], &second.losses[i], 4))
-                << "variant " << variant << " step " << 5 + i << ": " << full.losses[4 + i] << " vs " << second.losses[i];
-        EXPECT_EQ(full.val_loss, second.val_loss) << variant;
+        SCOPED_TRACE("variant " + std::to_string(variant));
+        expect_resume_bit_identical(o);
         CheckpointInfo info = read_checkpoint_info(o.out + "/ckpt_step_000008.ckpt");
         ASSERT_TRUE(info.section("loqt"));
         EXPECT_GT(info.section("loqt")->bytes.size(), 0u);

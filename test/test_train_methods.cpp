@@ -55,17 +55,7 @@ std::string section_bytes(const std::string& path, const std::string& name) {
 // Runs o for its steps and again from its step-4 checkpoint; the last four losses, the final val loss and the
 // named state section of the last checkpoint must be bit-identical.
 void expect_resume_exact(const TrainOptions& o, const char* section) {
-    FILE* quiet = fopen("/dev/null", "w");
-    TrainResult full = train(o, quiet);
-    TrainOptions resumed = o;
-    resumed.resume = o.out + "/ckpt_step_000004.ckpt";
-    resumed.out = o.out + "_resumed";
-    TrainResult second = train(resumed, quiet);
-    fclose(quiet);
-    ASSERT_EQ(second.losses.size(), 4u);
-    EXPECT_EQ(0, memcmp(&full.losses[4], second.losses.data(), 4 * sizeof(float)))
-        << ::testing::PrintToString(full.losses) << " vs " << ::testing::PrintToString(second.losses);
-    EXPECT_EQ(full.val_loss, second.val_loss);
+    const TrainOptions resumed = expect_resume_bit_identical(o);
     const std::string a = section_bytes(o.out + "/ckpt_step_000008.ckpt", section);
     EXPECT_GT(a.size(), 8u);
     EXPECT_TRUE(a == section_bytes(resumed.out + "/ckpt_step_000008.ckpt", section)) << section << " differs after the "

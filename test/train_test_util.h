@@ -14,6 +14,7 @@
 
 #include "../kernels/common.h"
 #include "../tools/shard.h"
+#include "../tools/trainer.h"
 #include "test_util.h"
 
 namespace llmq_test {
@@ -25,6 +26,33 @@ inline std::string temp_dir(const char* tag) {
     const char* d = mkdtemp(buf.data());
     if (!d) throw llmq::Error("mkdtemp failed for " + tmpl);
     return d;
+}
+
+// Runs o (8 steps, keeping a checkpoint every 4), then again from its step-4 checkpoint into o.out + "_resumed";
+// expects the resumed run to start at step 4 with four losses and a final val loss bit-identical to the
+// uninterrupted run's. Returns the resumed run's options (its out holds the second run's checkpoints) and, in
+// *full, the uninterrupted run's result.
+inline llmq::TrainOptions expect_resume_bit_identical(const llmq::TrainOptions& o, llmq::TrainResult* full_out = nullptr) {
+    EXPECT_EQ(o.steps, 8);
+    EXPECT_EQ(o.ckpt_keep_every, 4);
+    FILE* quiet = fopen("/dev/null", "w");
+    llmq::TrainResult full = llmq::train(o, quiet);
+    llmq::TrainOptions resumed = o;
+    resumed.resume = o.out + "/ckpt_step_000004.ckpt";
+    resumed.out = o.out + "_resumed";
+    llmq::TrainResult second = llmq::train(resumed, quiet);
+    fclose(quiet);
+    EXPECT_EQ(second.first_step, 4);
+    EXPECT_EQ(full.losses.size(), 8u);
+    EXPECT_EQ(second.losses.size(), 4u);
+    if (full.losses.size() == 8 && second.losses.size() == 4) {
+        EXPECT_EQ(0, memcmp(&full.losses[4], second.losses.data(), 4 * sizeof(float)))
+            << o.method << ": " << ::testing::PrintToString(full.losses) << " vs "
+            << ::testing::PrintToString(second.losses);
+    }
+    EXPECT_EQ(full.val_loss, second.val_loss);
+    if (full_out) *full_out = full;
+    return resumed;
 }
 
 inline bool file_exists(const std::string& p) {
