@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "../layers/model.h"
+#include "../quant/formats.h"
+#include "../tools/hf_peft.h"
 #include "../tools/checkpoint.h"
 #include "../tools/train_method.h"
 #include "../tools/trainer.h"
@@ -155,4 +157,45 @@ TEST(TrainLoraInit, CloqLoftqAndGptqBasesAreLoggedResumedAndRebuilt) {
     TrainOptions bad = small_run(data, "lora_init_bad");
     bad.method = "lora", bad.init = "cloq";  // an unquantized base: nothing to compensate
     expect_error([&] { train(bad, nullptr); }, {"--init cloq", "quantized base"});
+}
+
+// The memory report's weights for a quantized base, per format: the fp32 buffer the CPU backend keeps, plus each
+// attention/MLP Linear's codes and scales by the format's own formula (quant/formats.h storage_bytes, itself
+// tested against the buffers), plus the adapters; gradients and optimizer state are the adapters' and the model's
+// buffer.
+TEST(TrainMemory, QuantizedBaseWeightsMatchTheFormulaForEveryFormat) {
+    const std::string data = markov_corpus("memory_formats", 19, 3000, 600, 64);
+    struct Case {
+        const char* weights;
+        int block, double_quant;
+        QuantFormat format;
+    } cases[] = {{"nf4", 64, 0, QuantFormat::NF4}, {"nf4", 64, 1, QuantFormat::NF4}, {"fp4", 128, 0, QuantFormat::FP4},
+                 {"int4", 64, 0, QuantFormat::INT4}, {"int3", 32, 0, QuantFormat::INT3}, {"int2", 64, 0, QuantFormat::INT2}};
+    for (const Case& k : cases) {
+        TrainOptions o = small_run(data, "memory_formats_out");
+        o.method = "qlora", o.weights = k.weights, o.quant_block = k.block, o.double_quant = k.double_quant;
+        o.steps = 1, o.val_batches = 0, o.ckpt_keep_every = 0;
+        FILE* quiet = fopen("/dev/null", "w");
+        train(o, quiet);
+        fclose(quiet);
+        Model m(model_config_for(o, 64), 0);
+        size_t codes = 0, adapters = 0;
+        QuantSpec spec;
+        spec.format = k.format, spec.block = k.block, spec.double_quant = k.double_quant != 0;
+        for (auto& [name, lin] : named_linears(m)) {
+            if (name == "lm_head") continue;
+            codes += storage_bytes(spec, lin->out, lin->in);
+            adapters += 4 * (size_t)o.rank * (lin->in + lin->out);
+        }
+        const std::string metrics = read_text(o.out + "/metrics.jsonl");
+        auto value = [&](const char* key) {
+            const size_t at = metrics.find(std::string("\"") + key + "\":");
+            EXPECT_NE(at, std::string::npos) << key;
+            return std::stod(metrics.substr(at + strlen(key) + 3));
+        };
+        SCOPED_TRACE(std::string(k.weights) + " block " + std::to_string(k.block) + (k.double_quant ? " dq" : ""));
+        EXPECT_EQ(value("mem_weights"), (double)(4 * m.num_params() + codes + adapters));
+        EXPECT_EQ(value("mem_grads"), (double)(4 * m.num_params() + adapters));
+        EXPECT_EQ(value("mem_optimizer"), (double)(2 * adapters));
+    }
 }
