@@ -89,7 +89,7 @@ void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carve
     fw.add("final.residual", &a.residual[c.n_layers], N * C);
     fw.add("final.rstd", &a.rstdf, N);
     fw.add("final.norm", &a.normf, N * C);
-    fw.add("logits", &a.logits, N * V);
+    fw.add("logits", &a.logits, (size_t)a.logit_rows * V);
     fw.add("losses", &a.losses, N);
     fw.add("rope.cos", &a.rope_cos, (size_t)T * hd / 2);
     fw.add("rope.sin", &a.rope_sin, (size_t)T * hd / 2);
@@ -117,11 +117,14 @@ static std::vector<uint8_t> dropped_per_layer(const ModelConfig& c, const std::v
 }
 
 template <typename Real>
-void Activations<Real>::plan(const ModelConfig& c, int B_, int T_, const std::vector<uint8_t>& dropped_) {
+void Activations<Real>::plan(const ModelConfig& c, int B_, int T_, const std::vector<uint8_t>& dropped_,
+                             int logit_rows_) {
     std::vector<uint8_t> want = dropped_per_layer(c, dropped_);
-    if (B_ == B && T_ == T && want == dropped) return;
+    const int64_t N = (int64_t)B_ * T_, rows = logit_rows_ > 0 && logit_rows_ < N ? logit_rows_ : N;
+    if (B_ == B && T_ == T && want == dropped && rows == logit_rows) return;
     B = B_;
     T = T_;
+    logit_rows = rows;
     dropped = std::move(want);
     tensors.clear();
     residual.assign(c.n_layers + 1, nullptr);
@@ -138,9 +141,12 @@ void Activations<Real>::plan(const ModelConfig& c, int B_, int T_, const std::ve
 }
 
 template <typename Real>
-size_t Activations<Real>::bytes_for(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped) {
+size_t Activations<Real>::bytes_for(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped,
+                                    int logit_rows) {
     Activations<Real> a;  // only its fields' addresses are used: nothing is allocated
     a.dropped = dropped_per_layer(c, dropped);
+    const int64_t N = (int64_t)B * T;  // (a memory check may ask about a batch far past int)
+    a.logit_rows = logit_rows > 0 && logit_rows < N ? logit_rows : N;
     a.residual.assign(c.n_layers + 1, nullptr);
     a.layers.assign(c.n_layers, LayerActivations<Real>{});
     Carver<Real> fw, bw;

@@ -13,7 +13,10 @@
 //   rstd2 (N), norm2 (N,C)  input of gate/up
 //   gate, up     (N,F)   SwiGLU pre-activations;  hidden (N,F) = silu(gate)*up, input of down
 // Then residual[L] (N,C) (input of the final norm), rstdf (N), normf (N,C) (input of lm_head),
-// logits (N,V) (dlogits in place after a forward with targets), losses (N), rope cos/sin (T,hd/2).
+// logits (R,V), losses (N), rope cos/sin (T,hd/2). R = logit_rows: N for a forward without targets (the caller
+// reads every position's logits), else the classifier's chunk of rows (layers/model_core.h): the loss and, in the
+// backward, dlogits are formed chunk by chunk from normf, so the (N,V) logits of a training step are never held
+// (dlogits overwrite the chunk in place).
 //
 // Inputs the backward does not need. norm1, att, norm2 and hidden are saved only as Linear inputs (the
 // norms' backward reads residual/mid and rstd; SwiGLU's reads gate and up) -- except att, which attention's
@@ -48,6 +51,7 @@ struct ActivationTensor {
 template <typename Real>
 struct Activations {
     int B = 0, T = 0;
+    int64_t logit_rows = 0;                 // R: rows of logits held (N, or the classifier's chunk)
     std::vector<uint8_t> dropped;           // (L) DroppedInput bits per layer, as planned
     std::vector<Real> buffer;               // the forward's tensors
     std::vector<ActivationTensor> tensors;  // their names and places in buffer
@@ -63,12 +67,14 @@ struct Activations {
     Real *dres = nullptr, *dnorm = nullptr, *datt = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
     Real *dq_pre = nullptr, *dk_pre = nullptr, *dhidden = nullptr, *dgate = nullptr, *dup = nullptr;
 
-    // (Re)allocates for (B,T) and the dropped inputs (L entries, or empty: none) and fills the RoPE tables; a
-    // no-op when both are unchanged.
-    void plan(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped = {});
+    // (Re)allocates for (B,T), the dropped inputs (L entries, or empty: none) and logit_rows (0: all N) and
+    // fills the RoPE tables; a no-op when nothing changed.
+    void plan(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped = {}, int logit_rows = 0);
     size_t bytes() const;  // forward tensors + backward scratch + token copies
-    // What plan(c, B, T, dropped) would hold, without allocating it (memory checks before the first forward).
-    static size_t bytes_for(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped = {});
+    // What plan(c, B, T, dropped, logit_rows) would hold, without allocating it (memory checks before the first
+    // forward).
+    static size_t bytes_for(const ModelConfig& c, int B, int T, const std::vector<uint8_t>& dropped = {},
+                            int logit_rows = 0);
 };
 
 }  // namespace llmq

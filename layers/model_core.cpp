@@ -143,9 +143,9 @@ template <typename Real>
 Real ModelCore<Real>::forward(const int* tokens, const int* targets, int B, int T) {
     check_inputs(tokens, targets, B, T);
     const ModelConfig& c = config_;
-    acts_.plan(c, B, T, dropped_inputs());
+    const int N = B * T, C = c.dim, F = c.ffn_dim, hd = c.head_dim();
+    acts_.plan(c, B, T, dropped_inputs(), targets ? classifier_chunk_ : 0);
     Activations<Real>& A = acts_;
-    const int N = B * T, C = c.dim, F = c.ffn_dim, V = c.vocab_size, hd = c.head_dim();
     const Real eps = (Real)c.norm_eps;
     std::copy(tokens, tokens + N, A.tokens.begin());
     if (targets) std::copy(targets, targets + N, A.targets.begin());
@@ -174,18 +174,30 @@ Real ModelCore<Real>::forward(const int* tokens, const int* targets, int B, int 
         residual_forward_cpu(A.residual[l + 1], a.mid, A.dnorm, (size_t)N * C);
     }
     rmsnorm_forward_cpu(A.normf, A.rstdf, A.residual[c.n_layers], normf_, N, C, eps);
-    lm_head_.forward(A.logits, A.normf, N);
-    if (!targets) return Real(0);
+    if (!targets) {
+        lm_head_.forward(A.logits, A.normf, N);
+        return Real(0);
+    }
 
     valid_targets_ = 0;
     for (int i = 0; i < N; i++) valid_targets_ += targets[i] != kIgnoreIndex;
-    const Real grad_scale = valid_targets_ > 0 ? Real(1) / valid_targets_ : Real(0);
-    // the fused classifier: losses, and dlogits (mean-loss gradient) in place of the logits
-    crossentropy_forward_backward_cpu(A.losses, A.logits, A.logits, targets, N, V, kIgnoreIndex, grad_scale);
+    // the fused classifier, chunk by chunk of rows: logits, losses, and dlogits (mean-loss gradient) in place of
+    // the logits; the backward redoes it when the chunk is not the whole batch (classifier_rows)
+    for (int r0 = 0; r0 < N; r0 += (int)A.logit_rows) classifier_rows(r0, (int)std::min<int64_t>(A.logit_rows, N - r0));
     have_dlogits_ = true;
     double sum = 0;
     for (int i = 0; i < N; i++) sum += A.losses[i];
     return valid_targets_ > 0 ? (Real)(sum / valid_targets_) : Real(0);
+}
+
+template <typename Real>
+void ModelCore<Real>::classifier_rows(int r0, int R) {
+    Activations<Real>& A = acts_;
+    const int C = config_.dim, V = config_.vocab_size;
+    const Real grad_scale = valid_targets_ > 0 ? Real(1) / valid_targets_ : Real(0);
+    lm_head_.forward(A.logits, A.normf + (size_t)r0 * C, R);  // logits (R,V) of rows r0..r0+R
+    crossentropy_forward_backward_cpu(A.losses + r0, A.logits, A.logits, A.targets.data() + r0, R, V, kIgnoreIndex,
+                                      grad_scale);
 }
 
 template <typename Real>
@@ -202,13 +214,17 @@ void ModelCore<Real>::backward(Real loss_scale) {
     const int B = A.B, T = A.T, N = B * T, C = c.dim, F = c.ffn_dim, V = c.vocab_size, hd = c.head_dim();
     const size_t NC = (size_t)N * C, NF = (size_t)N * F, NQ = (size_t)N * c.n_heads * hd,
                  NK = (size_t)N * c.n_kv_heads * hd;
-    Real* dlogits = A.logits;
-    if (loss_scale != Real(1))
-        for (size_t i = 0; i < (size_t)N * V; i++) dlogits[i] *= loss_scale;
-
-    // classifier and final norm: dres = d(loss)/d(residual[L])
+    // classifier and final norm: dres = d(loss)/d(residual[L]); dlogits of each chunk of rows (all of them in
+    // place from the forward when it ran as one chunk, else recomputed chunk by chunk)
     zero(A.dnorm, NC);
-    lm_head_.backward(A.dnorm, dlogits, A.normf, N);
+    for (int r0 = 0; r0 < N; r0 += (int)A.logit_rows) {
+        const int R = (int)std::min<int64_t>(A.logit_rows, N - r0);
+        if (A.logit_rows < N) classifier_rows(r0, R);
+        Real* dlogits = A.logits;
+        if (loss_scale != Real(1))
+            for (size_t i = 0; i < (size_t)R * V; i++) dlogits[i] *= loss_scale;
+        lm_head_.backward(A.dnorm + (size_t)r0 * C, dlogits, A.normf + (size_t)r0 * C, R);
+    }
     zero(A.dres, NC);
     rmsnorm_backward_cpu(A.dres, dnormf_, A.dnorm, A.residual[c.n_layers], normf_, A.rstdf, N, C);
 

@@ -31,6 +31,9 @@ struct TransformerLayer {
     Linear<Real> q, k, v, o, gate, up, down;
 };
 
+// Rows per classifier chunk by default (ModelCore::set_classifier_chunk): (256,V) logits at a time.
+constexpr int kDefaultClassifierChunk = 256;
+
 template <typename Real>
 class ModelCore {
   public:
@@ -61,6 +64,13 @@ class ModelCore {
     // Keep every layer input whatever the Linears need (for readers of the saved activations after a forward:
     // calibration); off by default.
     void set_keep_all_inputs(bool keep) { keep_all_inputs_ = keep; }
+    // The classifier of a forward with targets runs over chunks of this many rows (0: the whole batch at once):
+    // logits (rows,V) for the loss, recomputed in the backward for dlogits, so a training step never holds the
+    // (N,V) logits (for a 32k vocabulary and 4096 tokens: 512 MB in fp32) at the cost of one more lm_head
+    // product. Losses and gradients are the same math either way (tested); a forward without targets (sampling)
+    // always keeps every row's logits.
+    void set_classifier_chunk(int rows) { classifier_chunk_ = rows; }
+    int classifier_chunk() const { return classifier_chunk_; }
 
     // The layers' Linear views, for attaching adapters, samplers, quantized bases, immediate updates.
     std::vector<TransformerLayer<Real>>& layers() { return layers_; }
@@ -68,9 +78,12 @@ class ModelCore {
 
   private:
     void check_inputs(const int* tokens, const int* targets, int B, int T) const;
+    // Rows r0..r0+R of the classifier: their logits into acts_.logits, their losses, then dlogits in place.
+    void classifier_rows(int r0, int R);
 
     ModelConfig config_;
     bool keep_all_inputs_ = false;
+    int classifier_chunk_ = kDefaultClassifierChunk;
     std::vector<ParamTensor> tensors_;
     std::vector<Real> params_, grads_;
     Real *embed_ = nullptr, *dembed_ = nullptr, *normf_ = nullptr, *dnormf_ = nullptr;

@@ -331,3 +331,36 @@ TEST(Model, AdapterOnAFrozenProjectionTrainsThroughTheWholeModel) {
             EXPECT_GT(std::fabs(numeric), 1e-6);
         }
 }
+
+// The classifier in chunks of rows (uneven: 10 rows in chunks of 3) gives the same per-row losses, bit for bit,
+// and the same gradients up to summation order as the whole batch at once, with some targets ignored; its plan
+// holds (3,V) logits instead of (10,V); a forward without targets still returns every row's logits.
+TEST(Model, ChunkedClassifierEqualsTheWholeBatch) {
+    const ModelConfig c = small_config(false);
+    ModelCore<double> whole(c, 5), chunked(c, 5);
+    whole.set_classifier_chunk(0);
+    chunked.set_classifier_chunk(3);
+    Batch batch(c.vocab_size, 21);
+    batch.targets[4] = kIgnoreIndex, batch.targets[7] = kIgnoreIndex;
+    const int N = batch.B * batch.T;
+    for (ModelCore<double>* m : {&whole, &chunked}) {
+        m->zero_grad();
+        m->forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+        m->backward(0.5);
+    }
+    for (int i = 0; i < N; i++) EXPECT_EQ(whole.activations().losses[i], chunked.activations().losses[i]) << i;
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < whole.num_params(); i++) {
+        worst = std::max(worst, std::fabs(whole.grads()[i] - chunked.grads()[i]));
+        scale = std::max(scale, std::fabs(whole.grads()[i]));
+    }
+    EXPECT_GT(scale, 0.0);
+    EXPECT_LT(worst, 1e-12 * scale);
+    EXPECT_EQ(chunked.activations().logit_rows, 3);
+    EXPECT_EQ(whole.activations().bytes() - chunked.activations().bytes(), sizeof(double) * (N - 3) * c.vocab_size);
+    EXPECT_EQ(Activations<double>::bytes_for(c, batch.B, batch.T, {}, 3), chunked.activations().bytes());
+    whole.forward(batch.tokens.data(), nullptr, batch.B, batch.T);
+    chunked.forward(batch.tokens.data(), nullptr, batch.B, batch.T);
+    EXPECT_EQ(chunked.activations().logit_rows, N);
+    for (size_t i = 0; i < (size_t)N * c.vocab_size; i++) ASSERT_EQ(whole.logits()[i], chunked.logits()[i]) << i;
+}

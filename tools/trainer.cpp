@@ -217,15 +217,6 @@ std::vector<std::string> wtacrs_modules(const std::string& spec) {
     return out;
 }
 
-// Bytes of activations for (B,T): per layer the saved inputs of each op (norms, q/k/v, attention
-// probabilities, SwiGLU), their gradients, and the logits with their gradient. An estimate, used to refuse
-// configurations that cannot fit before allocating them.
-double estimate_activation_bytes(const ModelConfig& c, int B, int T) {
-    double kv_dim = (double)c.n_kv_heads * c.head_dim();
-    double per_layer = 8.0 * c.dim + 2.0 * kv_dim + 3.0 * c.ffn_dim + (double)c.n_heads * T;
-    return 4.0 * B * T * (2.0 * c.n_layers * per_layer + 2.0 * c.vocab_size + 4.0 * c.dim);
-}
-
 double available_memory_bytes() {
     std::ifstream in("/proc/meminfo");
     std::string key;
@@ -240,7 +231,8 @@ double available_memory_bytes() {
 void check_memory(const ModelConfig& c, const TrainOptions& o) {
     // params, grads, AdamW m and v (8-bit: ~2.03 bytes per parameter for both moments)
     double state = (8.0 + (o.optimizer == "adamw8bit" ? 2.04 : 8.0)) * c.num_params();
-    double acts = estimate_activation_bytes(c, o.batch, o.seq);
+    // the activation plan of a training step, keeping every layer input (what WTA-CRS drops only lowers it)
+    double acts = (double)Activations<float>::bytes_for(c, o.batch, o.seq, {}, kDefaultClassifierChunk);
     double avail = available_memory_bytes(), GiB = 1024.0 * 1024.0 * 1024.0;
     LLMQ_CHECK(state < avail, "--model %s: parameters, gradients and AdamW state need %.1f GiB, more than the %.1f GiB "
                "of memory available", o.model.c_str(), state / GiB, avail / GiB);
