@@ -94,6 +94,9 @@ TEST(TrainSwitchLora, LearnsResumesExactlyAndRebuildsForSampling) {
     fclose(log);
     const std::string text = read_text(log_path);
     EXPECT_NE(text.find("switchlora"), std::string::npos) << text;
+    // the base itself changed (W0 - s B A, then every switch): a peft adapter for the original base would be wrong
+    EXPECT_FALSE(file_exists(o.out + "/adapter/adapter_config.json"));
+    EXPECT_NE(text.find("no peft adapter written"), std::string::npos) << text;
     EXPECT_LT(r.losses.back(), r.losses.front()) << ::testing::PrintToString(r.losses);
     expect_resume_exact(o, "switchlora");
     // the switches live in the base weights and adapters, so inference needs no SwitchLoRA state: the model
@@ -135,6 +138,8 @@ TEST(TrainLoraInit, CloqLoftqAndGptqBasesAreLoggedResumedAndRebuilt) {
             }
         }
         EXPECT_EQ(lines, 14) << text;
+        // peft's adapter fits the original base only where the base is RTN(W): CLoQ; not LoftQ, not GPTQ
+        EXPECT_EQ(file_exists(o.out + "/adapter/adapter_config.json"), std::string(init) == "cloq") << init;
         EXPECT_LT(cloq_sum, loftq_sum) << init;
         EXPECT_LT(loftq_sum, plain_sum) << init;
         EXPECT_TRUE(std::isfinite(r.val_loss));

@@ -113,6 +113,10 @@ size_t TrainMethod::trained_count() const {
 
 bool TrainMethod::has_adapters() const { return lora_ || loqt_; }
 
+bool TrainMethod::adapter_fits_original_base() const {
+    return (o_.method == "lora" || o_.method == "qlora") && o_.init != "loftq" && o_.quantizer == "rtn";
+}
+
 CheckpointInfo TrainMethod::load(const std::string& path) {
     const CheckpointInfo header = read_checkpoint_info(path);
     const std::string written_by = header.flag("method", "full");

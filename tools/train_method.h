@@ -94,6 +94,10 @@ class TrainMethod {
 
     LoraAdapters* lora() { return lora_.get(); }  // lora, qlora, relora: for the peft export
     bool has_adapters() const;  // the model's Linears carry adapters (exports merge them into the base)
+    // Whether the adapters alone, put on the ORIGINAL base (peft's way), give this model: lora and qlora with the
+    // base quantized from it by round-to-nearest (plain or CLoQ init). Not ReLoRA and SwitchLoRA (they change
+    // the base), LoftQ (Q = quant(W - s B A)), GPTQ, LoQT.
+    bool adapter_fits_original_base() const;
 
   private:
     // The frozen LoRA base: from the checkpoint's "quantized_base" section, or quantized from the fp32 weights

@@ -591,11 +591,14 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     metrics.write_plot("llmq " + cfg.name + ": loss");
     save(o.steps, true);
     fprintf(log, "wrote %s, %s/loss.svg, %s/latest.ckpt\n", metrics.path().c_str(), o.out.c_str(), o.out.c_str());
-    if (method.lora()) {  // the adapters alone, as peft loads them onto the base model
+    if (method.adapter_fits_original_base()) {  // the adapters alone, as peft loads them onto the base model
         PeftExportOptions pe;
         pe.base_model_name_or_path = o.init_from;
         save_peft_adapter(o.out + "/adapter", model, pe);
         fprintf(log, "wrote %s/adapter (peft LoRA: adapter_model.safetensors, adapter_config.json)\n", o.out.c_str());
+    } else if (method.has_adapters()) {
+        fprintf(log, "no peft adapter written: --method %s changed the base itself; ./convert llmq-to-hf %s/latest.ckpt "
+                "DIR exports the merged model\n", o.method.c_str(), o.out.c_str());
     }
     if (result.skipped_steps) fprintf(log, "skipped %d steps with a non-finite loss\n", result.skipped_steps);
     sample(o.steps);
