@@ -306,16 +306,13 @@ TEST(Galore, TrainingLearnsAndReportsTheProjectedState) {
     o.steps = 40, o.batch = 4, o.seq = 32, o.warmup = 4;
     o.eval_every = 0, o.val_batches = 4, o.ckpt_keep_every = 0;
     o.galore_every = 10;
-    const std::string log_path = o.out + "/log.txt";
-    FILE* log = fopen(log_path.c_str(), "w");
-    TrainResult r = train(o, log);
-    fclose(log);
+    TrainResult r;
+    const std::string text = train_and_read_log(o, &r);
     ASSERT_EQ(r.losses.size(), 40u);
     double first = 0, last = 0;
     for (int i = 0; i < 5; i++) first += r.losses[i] / 5, last += r.losses[35 + i] / 5;
     EXPECT_LT(last, first - 0.25) << ::testing::PrintToString(r.losses);
     EXPECT_LT(r.val_loss, r.unigram_entropy) << "beats the unigram model";
-    const std::string text = read_text(log_path);
     EXPECT_NE(text.find("method galore: rank 4, projection refreshed every 10 steps, scale 0.25, on 14 weights"),
               std::string::npos) << text;
     // the reported optimizer state is the formula's

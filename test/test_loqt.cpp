@@ -24,14 +24,8 @@ using namespace llmq_test;
 namespace {
 
 ModelConfig small_config() {  // q,o (64,64); k,v (32,64) and down (64,128): out < in; gate, up (128,64)
-    ModelConfig c;
-    c.vocab_size = 48;
-    c.dim = 64;
-    c.ffn_dim = 128;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.max_seq_len = 16;
+    ModelConfig c = small_model_config(64);
+    c.init_std = ModelConfig().init_std;
     return c;
 }
 
@@ -259,13 +253,9 @@ TEST(Loqt, TrainLearnsAndMergesOnSchedule) {
     const std::string data = markov_corpus("loqt_data", 41, 6000, 1200, 64);
     for (const char* method : {"loqt", "loqt-nq"}) {
         TrainOptions o = loqt_run(data, method);
-        const std::string log_path = o.out + "/log.txt";
-        FILE* log = fopen(log_path.c_str(), "w");
-        TrainResult r = train(o, log);
-        fclose(log);
-        const std::string text = read_text(log_path);
-        size_t merges = 0;
-        for (size_t at = text.find("loqt merged"); at != std::string::npos; at = text.find("loqt merged", at + 1)) merges++;
+        TrainResult r;
+        const std::string text = train_and_read_log(o, &r);
+        const size_t merges = count_occurrences(text, "loqt merged");
         EXPECT_EQ(merges, 3u) << method;  // 0-based 0, 10, 21 (32 + 10 >= 40)
         EXPECT_NE(text.find("step 22: loqt merged"), std::string::npos) << text;
         EXPECT_NE(text.find("trains B (out,r) of 8 Linears"), std::string::npos) << text;

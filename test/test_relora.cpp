@@ -109,13 +109,9 @@ TEST(Relora, TrainMergesOnScheduleAndRefusesAQuantizedBase) {
     o.rank = 4, o.relora_every = 10, o.relora_rewarmup = 3;
     o.out = temp_dir("relora_out");
     o.seed = 12;
-    const std::string log_path = o.out + "/log.txt";
-    FILE* log = fopen(log_path.c_str(), "w");
-    TrainResult r = train(o, log);
-    fclose(log);
-    const std::string text = read_text(log_path);
-    size_t merges = 0;
-    for (size_t at = text.find("relora merged"); at != std::string::npos; at = text.find("relora merged", at + 1)) merges++;
+    TrainResult r;
+    const std::string text = train_and_read_log(o, &r);
+    const size_t merges = count_occurrences(text, "relora merged");
     EXPECT_EQ(merges, 4u);
     EXPECT_NE(text.find("step 10: relora merged"), std::string::npos);
     ASSERT_EQ(r.losses.size(), 40u);

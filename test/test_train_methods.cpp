@@ -88,11 +88,8 @@ TEST(TrainSwitchLora, LearnsResumesExactlyAndRebuildsForSampling) {
     o.method = "switchlora";
     o.switch_interval = 12;  // small, so that 8 steps switch vectors before and after the resume
     o.lr = 2e-2f;
-    const std::string log_path = o.out + "/log.txt";
-    FILE* log = fopen(log_path.c_str(), "w");
-    TrainResult r = train(o, log);
-    fclose(log);
-    const std::string text = read_text(log_path);
+    TrainResult r;
+    const std::string text = train_and_read_log(o, &r);
     EXPECT_NE(text.find("switchlora"), std::string::npos) << text;
     // the base itself changed (W0 - s B A, then every switch): a peft adapter for the original base would be wrong
     EXPECT_FALSE(file_exists(o.out + "/adapter/adapter_config.json"));
@@ -120,11 +117,8 @@ TEST(TrainLoraInit, CloqLoftqAndGptqBasesAreLoggedResumedAndRebuilt) {
         o.quantizer = std::string(init) == "plain" ? "gptq" : "rtn";
         o.calib_tokens = 256, o.init_compare = 1;
         o.steps = 8;
-        const std::string log_path = o.out + "/log.txt";
-        FILE* log = fopen(log_path.c_str(), "w");
-        TrainResult r = train(o, log);
-        fclose(log);
-        const std::string text = read_text(log_path);
+        TrainResult r;
+        const std::string text = train_and_read_log(o, &r);
         ASSERT_NE(text.find(std::string("init ") + init + " (" + o.quantizer + " int3, 256 calibration tokens)"),
                   std::string::npos) << text;
         // one line per attention/MLP linear (2 layers x 7), each with the three calibrated errors

@@ -55,6 +55,16 @@ inline llmq::TrainOptions expect_resume_bit_identical(const llmq::TrainOptions& 
     return resumed;
 }
 
+// Trains o with its log going to o.out/log.txt; returns the log's text (and the result in *result).
+inline std::string train_and_read_log(const llmq::TrainOptions& o, llmq::TrainResult* result = nullptr);
+
+// How many times needle occurs in text.
+inline size_t count_occurrences(const std::string& text, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) n++;
+    return n;
+}
+
 inline bool file_exists(const std::string& p) {
     struct stat st;
     return stat(p.c_str(), &st) == 0;
@@ -65,6 +75,15 @@ inline std::string read_text(const std::string& path) {
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
+}
+
+inline std::string train_and_read_log(const llmq::TrainOptions& o, llmq::TrainResult* result) {
+    const std::string log_path = o.out + "/log.txt";
+    FILE* log = fopen(log_path.c_str(), "w");
+    llmq::TrainResult r = llmq::train(o, log);
+    fclose(log);
+    if (result) *result = r;
+    return read_text(log_path);
 }
 
 inline void write_text(const std::string& path, const std::string& text) {
