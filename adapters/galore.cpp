@@ -23,21 +23,9 @@ namespace llmq {
 namespace {
 constexpr uint32_t kGaloreMagic = 0x524C4147u;  // "GALR"
 constexpr uint32_t kGaloreStateVersion = 1;
-
-bool ends_with(const std::string& s, const std::string& tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 }  // namespace
 
-bool galore_projects(const ParamTensor& t) {
-    if (t.shape.size() != 2 || t.name.rfind("model.layers.", 0) != 0) return false;
-    for (const char* module : {".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight",
-                               ".self_attn.o_proj.weight", ".mlp.gate_proj.weight", ".mlp.up_proj.weight",
-                               ".mlp.down_proj.weight"})
-        if (ends_with(t.name, module)) return true;
-    return false;
-}
+bool galore_projects(const ParamTensor& t) { return is_attention_mlp_weight(t); }
 
 GaloreOptimizer::GaloreOptimizer(const OptimizerConfig& config, const GaloreOptions& options,
                                  const std::vector<ParamTensor>& tensors)

@@ -345,19 +345,9 @@ std::unique_ptr<AdamW> loqt_model_optimizer(const LoqtAdapters& loqt, const Opti
 
 float loqt_optimizer_step(LoqtAdapters& loqt, Model& model, AdamW& factor_opt, AdamW& model_opt, float grad_clip,
                           int step) {
-    double ss = sum_squares_cpu(loqt.grads(), loqt.num_params());
-    for (const ParamTensor& t : loqt.model_trained_tensors()) ss += sum_squares_cpu(model.grads() + t.offset, t.size);
-    const float norm = (float)std::sqrt(ss);
-    LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
-    if (grad_clip > 0 && norm > grad_clip) {
-        const float k = grad_clip / norm;
-        for (size_t i = 0; i < loqt.num_params(); i++) loqt.grads()[i] *= k;
-        for (const ParamTensor& t : loqt.model_trained_tensors())
-            for (size_t i = 0; i < t.size; i++) model.grads()[t.offset + i] *= k;
-    }
-    factor_opt.step(loqt.params(), loqt.grads(), loqt.num_params(), loqt.tensors(), step);
-    model_opt.step(model.params(), model.grads(), model.num_params(), loqt.model_trained_tensors(), step);
-    return norm;
+    return joint_step({{&factor_opt, loqt.params(), loqt.grads(), loqt.num_params(), &loqt.tensors()},
+                       {&model_opt, model.params(), model.grads(), model.num_params(), &loqt.model_trained_tensors()}},
+                      grad_clip, step);
 }
 
 }  // namespace llmq

@@ -1,6 +1,8 @@
 // model.cpp: Model (model.h), the fp32 runtime face of ModelCore<float> (model_core.h).
 #include "model.h"
 
+#include <cstring>
+
 #include "model_core.h"
 
 namespace llmq {
@@ -33,5 +35,16 @@ size_t Model::activation_bytes_for(const ModelConfig& config, int B, int T) {
 }
 ModelCore<float>& Model::core() { return impl_->core; }
 const ModelCore<float>& Model::core() const { return impl_->core; }
+
+bool is_attention_mlp_weight(const ParamTensor& t) {
+    if (t.shape.size() != 2 || t.name.rfind("model.layers.", 0) != 0) return false;
+    for (const char* module : {".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight",
+                               ".self_attn.o_proj.weight", ".mlp.gate_proj.weight", ".mlp.up_proj.weight",
+                               ".mlp.down_proj.weight"}) {
+        const size_t n = strlen(module);
+        if (t.name.size() >= n && t.name.compare(t.name.size() - n, n, module) == 0) return true;
+    }
+    return false;
+}
 
 }  // namespace llmq

@@ -32,6 +32,11 @@ struct ParamTensor {
     bool decay = false;      // AdamW weight decay applies to 2-D weights only
 };
 
+// Whether t is the weight of an attention or MLP Linear (model.layers.L.self_attn.{q,k,v,o}_proj.weight,
+// model.layers.L.mlp.{gate,up,down}_proj.weight): what low-rank methods adapt, project or wrap; the rest
+// (embeddings, norms, lm_head) they train in full or freeze.
+bool is_attention_mlp_weight(const ParamTensor& t);
+
 class Model {
   public:
     // Allocates and initialises (normal(0, init_std); norms to 1) from seed.

@@ -147,6 +147,22 @@ void AdamW::deserialize_8bit(const uint8_t* data, size_t size, const char* what)
     LLMQ_CHECK(offset == size, "%s: 8-bit AdamW state has %zu bytes past the last tensor", what, size - offset);
 }
 
+float joint_step(const std::vector<StepPart>& parts, float grad_clip, int step) {
+    double ss = 0;
+    for (const StepPart& p : parts)
+        for (const ParamTensor& t : *p.tensors) ss += sum_squares_cpu(p.grads + t.offset, t.size);
+    const float norm = (float)std::sqrt(ss);
+    LLMQ_CHECK(std::isfinite(norm), "optimizer: gradient norm is %g at step %d (non-finite gradients)", norm, step);
+    if (grad_clip > 0 && norm > grad_clip) {
+        const float k = grad_clip / norm;
+        for (const StepPart& p : parts)
+            for (const ParamTensor& t : *p.tensors)
+                for (size_t i = 0; i < t.size; i++) p.grads[t.offset + i] *= k;
+    }
+    for (const StepPart& p : parts) p.opt->step(p.params, p.grads, p.n, *p.tensors, step);
+    return norm;
+}
+
 float AdamW::step(Model& model, int step) {
     return this->step(model.params(), model.grads(), model.num_params(), model.tensors(), step);
 }

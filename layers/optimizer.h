@@ -35,6 +35,22 @@ float lr_at_step(const OptimizerConfig& c, int step);
 // Shared by AdamW::step and GaloreOptimizer::step (adapters/galore.h).
 float global_grad_norm(const OptimizerConfig& c, const float* grads, size_t n, int step, float* clip_scale);
 
+class AdamW;
+
+// One buffer's share of a joint step: its AdamW (built with grad_clip 0), params and grads (n), and the tensors
+// of it that train.
+struct StepPart {
+    AdamW* opt;
+    float* params;
+    float* grads;
+    size_t n;
+    const std::vector<ParamTensor>* tensors;
+};
+// One update of several buffers as if they were one (adapters or LoQT's factors, plus the model's embeddings,
+// norms and lm_head): the global gradient norm over every part's tensors, every gradient clipped by it to
+// grad_clip (0: off), then each part's AdamW steps. Returns the norm before clipping; a non-finite one throws.
+float joint_step(const std::vector<StepPart>& parts, float grad_clip, int step);
+
 class AdamW {
   public:
     // fp32 states for a buffer of num_params (config.eight_bit must be false).

@@ -11,6 +11,7 @@
 #include "../adapters/switchlora.h"
 #include "../kernels/adamw.h"
 #include "../kernels/common.h"
+#include "../layers/model_core.h"
 #include "../quant/calibration.h"
 #include "../quant/quantized_weight.h"
 #include "flags.h"
@@ -87,7 +88,9 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
         so.seed = o.seed ^ 0x5A17C4ull;
         switch_ = std::make_unique<SwitchLora>(*lora_, so, ocfg_);
     } else if (lora_) {
-        trained_opt_ = std::make_unique<AdamW>(ocfg_, lora_->tensors());
+        OptimizerConfig c = ocfg_;
+        if (o.train_rest) c.grad_clip = 0;  // joint_step clips the adapters and the rest by one norm
+        trained_opt_ = std::make_unique<AdamW>(c, lora_->tensors());
     } else if (loqt_) {
         OptimizerConfig c = ocfg_;
         c.grad_clip = 0;  // loqt_optimizer_step clips the factors and the unwrapped tensors by one norm
@@ -98,6 +101,17 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
                                                     model.tensors());
     } else {
         model_opt_ = std::make_unique<AdamW>(ocfg_, model.tensors());
+    }
+    if (lora_ && o.train_rest) {
+        for (const ParamTensor& t : model.tensors())
+            if (!is_attention_mlp_weight(t)) rest_.push_back(t);
+        OptimizerConfig c = ocfg_;
+        c.grad_clip = 0;
+        model_opt_ = std::make_unique<AdamW>(c, rest_);
+        // the adapters froze every base Linear; lm_head trains again (its weight is the embedding's when tied)
+        Linear<float>& head = model.core().lm_head();
+        head.dweight = model.grads() + model.tensor(model.config().tied_embeddings ? "model.embed_tokens.weight"
+                                                                                  : "lm_head.weight").offset;
     }
 }
 
@@ -114,7 +128,8 @@ size_t TrainMethod::trained_count() const {
 bool TrainMethod::has_adapters() const { return lora_ || loqt_; }
 
 bool TrainMethod::adapter_fits_original_base() const {
-    return (o_.method == "lora" || o_.method == "qlora") && o_.init != "loftq" && o_.quantizer == "rtn";
+    return (o_.method == "lora" || o_.method == "qlora") && o_.init != "loftq" && o_.quantizer == "rtn" &&
+           !o_.train_rest;
 }
 
 CheckpointInfo TrainMethod::load(const std::string& path) {
@@ -239,7 +254,9 @@ MethodMemory TrainMethod::memory() const {
         m.weights += pools;
         m.optimizer += switch_->state_bytes() - pools;
     }
-    m.trained_params = lora_ ? lora_->num_params() : loqt_ ? loqt_->num_params() + loqt_->num_model_trained() : P;
+    size_t rest = 0;
+    for (const ParamTensor& t : rest_) rest += t.size;
+    m.trained_params = lora_ ? lora_->num_params() + rest : loqt_ ? loqt_->num_params() + loqt_->num_model_trained() : P;
     return m;
 }
 
@@ -248,10 +265,12 @@ void TrainMethod::describe(FILE* log) const {
         fprintf(log, "base weights: %s, block %d%s: %s of codes and scales\n", base_format_.c_str(), o_.quant_block,
                 o_.double_quant ? ", double-quantized absmax" : "", human_bytes((double)quant_bytes_).c_str());
     const size_t P = model_.num_params();
-    if (lora_)
-        fprintf(log, "method %s: rank %d, alpha %g on %s: %zu trainable parameters (%.2f%% of the model's %zu)\n",
-                o_.method.c_str(), o_.rank, method_alpha(o_), o_.lora_targets.c_str(), lora_->num_params(),
-                100.0 * lora_->num_params() / P, P);
+    if (lora_) {
+        const size_t trained = memory().trained_params;
+        fprintf(log, "method %s: rank %d, alpha %g on %s: %zu trainable parameters%s (%.2f%% of the model's %zu)\n",
+                o_.method.c_str(), o_.rank, method_alpha(o_), o_.lora_targets.c_str(), trained,
+                rest_.empty() ? "" : " (adapters, embeddings, norms and lm_head)", 100.0 * trained / P, P);
+    }
     if (loqt_) log_loqt_setup(log, *loqt_, o_.method, P);
     if (galore_) fprintf(log, "%s\n", galore_->describe().c_str());
     if (switch_) fprintf(log, "%s\n", switch_->describe().c_str());
@@ -293,7 +312,8 @@ void TrainMethod::end_micro_batch() {
 bool TrainMethod::merging() const { return loqt_ && loqt_->merging(); }
 
 bool TrainMethod::grads_finite() const {
-    if (lora_) return finite(lora_->grads(), lora_->num_params());
+    if (lora_ && rest_.empty()) return finite(lora_->grads(), lora_->num_params());
+    if (lora_) return finite(lora_->grads(), lora_->num_params()) && finite(model_.grads(), model_.num_params());
     return finite(model_.grads(), model_.num_params()) && (!loqt_ || finite(loqt_->grads(), loqt_->num_params()));
 }
 
@@ -305,7 +325,9 @@ float TrainMethod::finish_step(int step, bool skip, FILE* log) {
     LLMQ_CHECK(model_opt_ || trained_opt_ || galore_ || switch_, "TrainMethod: built without an optimizer (inference "
                "only)");
     const ReloraOptions relora = relora_options(o_);
-    if (o_.method == "relora") trained_opt_->set_lr_scale(relora_lr_scale(relora, step));
+    if (o_.method == "relora")
+        for (AdamW* opt : {trained_opt_.get(), model_opt_.get()})
+            if (opt) opt->set_lr_scale(relora_lr_scale(relora, step));
     float norm = NAN;
     if (skip) {
         LLMQ_CHECK(!merging(), "step %d: non-finite gradients at a LoQT merge step, whose gradient sets the "
@@ -325,6 +347,10 @@ float TrainMethod::finish_step(int step, bool skip, FILE* log) {
     } else if (switch_) {  // the switches come before the update, as the authors' loop does them
         switch_->switch_vectors(step);
         norm = switch_->step(step);
+    } else if (lora_ && !rest_.empty()) {
+        norm = joint_step({{trained_opt_.get(), lora_->params(), lora_->grads(), lora_->num_params(), &lora_->tensors()},
+                           {model_opt_.get(), model_.params(), model_.grads(), model_.num_params(), &rest_}},
+                          o_.grad_clip, step);
     } else if (lora_) {
         norm = trained_opt_->step(lora_->params(), lora_->grads(), lora_->num_params(), lora_->tensors(), step);
     } else {

@@ -9,6 +9,8 @@
 //   galore       every tensor of the model                    GaloreOptimizer (projected)    (refresh in its step)
 //   loqt(-nq)    one factor per Linear, plus the embeddings,  two AdamWs, clipped together   merges on a schedule
 //                norms and lm_head                                                           (no update then)
+// --train-rest 1 trains the embeddings, norms and lm_head beside a lora-family method's adapters (a second AdamW,
+// one clipping norm for both), as pretraining with ReLoRA, SwitchLoRA and LoQT does.
 //
 // The loop: zero_grad; begin_step (LoQT opens a merge); grad_accum x (forward, backward); grads_finite;
 // finish_step (the update, LoQT's merge, ReLoRA's merge). Checkpoints hold the model's buffer (with its AdamW for
@@ -115,7 +117,8 @@ class TrainMethod {
     std::unique_ptr<LoqtAdapters> loqt_;
     std::unique_ptr<GaloreOptimizer> galore_;
     std::unique_ptr<SwitchLora> switch_;  // switchlora (training only: inference needs the adapters alone)
-    std::unique_ptr<AdamW> model_opt_;    // the model's buffer: full; LoQT's unwrapped tensors
+    std::unique_ptr<AdamW> model_opt_;    // the model's buffer: full; LoQT's (and --train-rest's) other tensors
+    std::vector<ParamTensor> rest_;       // --train-rest: the model's tensors trained beside the adapters
     std::unique_ptr<AdamW> trained_opt_;  // LoRA's adapters or LoQT's trained factors
     size_t quant_bytes_ = 0;              // the frozen base's codes and scales
     std::string base_format_ = "bf16";

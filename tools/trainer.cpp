@@ -61,6 +61,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
           "lora 16, switchlora 1, loqt 0.5)");
     f.add("lora-dropout", &o.lora_dropout, "lora family: dropout probability on the adapters' input (peft's "
           "lora_dropout; training forwards only)");
+    f.add("train-rest", &o.train_rest, "lora family: 1 also trains the embeddings, norms and lm_head in full with "
+          "AdamW (as ReLoRA's, SwitchLoRA's and LoQT's pretraining do); 0 trains the adapters alone (peft fine-tuning)");
     f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
     f.add("weights", &o.weights, "base weights of the attention and MLP linears: bf16 (unquantized, fp32 on the CPU) or "
           "a quantized format (frozen; qlora: nf4 unless another is given)", {"bf16", "nf4", "fp4", "int4", "int3", "int2"});
@@ -175,6 +177,10 @@ void check_options(const TrainOptions& o) {
     const bool quantized_lora = (o.method == "lora" && o.weights != "bf16") || o.method == "qlora";
     LLMQ_CHECK((o.init == "plain" && o.quantizer == "rtn") || quantized_lora, "--init %s --quantizer %s start adapters "
                "on a quantized base: use --method qlora (or lora with --weights)", o.init.c_str(), o.quantizer.c_str());
+    LLMQ_CHECK(o.train_rest == 0 || o.train_rest == 1, "--train-rest %d must be 0 or 1", o.train_rest);
+    LLMQ_CHECK(!o.train_rest || o.method == "lora" || o.method == "qlora" || o.method == "relora",
+               "--train-rest 1 is for --method lora, qlora, relora (full, galore and loqt train those tensors anyway; "
+               "switchlora's own optimizer does not take them yet)");
     LLMQ_CHECK(o.calib_tokens > 0, "--calib-tokens %d must be positive", o.calib_tokens);
     LLMQ_CHECK(o.init_compare == 0 || o.init_compare == 1, "--init-compare %d must be 0 or 1", o.init_compare);
     LLMQ_CHECK(o.method != "switchlora" || (o.weights == "bf16" && o.optimizer == "adamw"),

@@ -54,6 +54,7 @@ struct TrainOptions {
     float alpha = 0;  // 0: the method's default (method_alpha: lora family 16, loqt 0.5)
     std::string lora_targets = "all-linear";
     float lora_dropout = 0;        // peft's lora_dropout on the adapters' input (lora family)
+    int train_rest = 0;            // lora family: 1 also trains embeddings, norms and lm_head (pretraining)
     // how adapters start on a quantized base (adapters/lora_init.h): plain (B = 0), loftq, cloq; the base's
     // quantizer rtn or gptq; calibration tokens (from the train split) for cloq, gptq and the error report
     std::string init = "plain", quantizer = "rtn";
