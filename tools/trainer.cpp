@@ -603,8 +603,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         save_peft_adapter(o.out + "/adapter", model, pe);
         fprintf(log, "wrote %s/adapter (peft LoRA: adapter_model.safetensors, adapter_config.json)\n", o.out.c_str());
     } else if (method.has_adapters()) {
-        fprintf(log, "no peft adapter written: --method %s changed the base itself; ./convert llmq-to-hf %s/latest.ckpt "
-                "DIR exports the merged model\n", o.method.c_str(), o.out.c_str());
+        fprintf(log, "no peft adapter written: the adapters alone on the original base would not give this model (the "
+                "run changed the base or trained other tensors); ./convert llmq-to-hf %s/latest.ckpt DIR exports the "
+                "merged model\n", o.out.c_str());
     }
     if (result.skipped_steps) fprintf(log, "skipped %d steps with a non-finite loss\n", result.skipped_steps);
     sample(o.steps);
