@@ -2,8 +2,8 @@
 # compare_methods: issue #6's two comparison tables on the demo setup (make run's shards, one model preset).
 #
 #   1. pretraining from scratch with every --method at one rank (the papers' rank is dim/4 at 60m: 128 of 512;
-#      the same ratio here) and one learning rate; LoRA and ReLoRA train the embeddings, norms and lm_head too
-#      (--train-rest 1, as the papers' pretraining baselines do; SwitchLoRA's own optimizer trains adapters only): val loss and perplexity after STEPS steps, memory by component
+#      the same ratio here) and one learning rate; LoRA, ReLoRA and SwitchLoRA train the embeddings, norms and
+#      lm_head too (--train-rest 1, as the papers' pretraining runs do): val loss and perplexity after STEPS steps, memory by component
 #      (weights, gradients, optimizer state, activations: the metrics' last values), median tokens/s;
 #   2. fine-tuning the full run's checkpoint (exported with ./convert llmq-to-hf, loaded with --init-from) with
 #      QLoRA on an INT4/3/2 base with the plain (B = 0), LoftQ and CLoQ initialisations, beside LoRA on the fp32
@@ -34,7 +34,7 @@ declare -A FLAGS=(
   [loqt-nq]="--method loqt-nq --rank $RANK --loqt-tau $((STEPS / 10 > 0 ? STEPS / 10 : 1))"
   [lora]="--method lora --rank $RANK --train-rest 1"
   [relora]="--method relora --rank $RANK --train-rest 1 --relora-every $((STEPS / 4 > 0 ? STEPS / 4 : 1))"
-  [switchlora]="--method switchlora --rank $RANK"
+  [switchlora]="--method switchlora --rank $RANK --train-rest 1"
 )
 ORDER="full galore loqt loqt-nq lora relora switchlora"
 printf "| %-10s | %8s | %9s | %10s | %8s | %10s | %11s | %6s |\n" method val_loss val_ppl weights_MB grads_MB optim_MB activ_MB tok/s

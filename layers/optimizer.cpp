@@ -148,6 +148,12 @@ void AdamW::deserialize_8bit(const uint8_t* data, size_t size, const char* what)
 }
 
 float joint_step(const std::vector<StepPart>& parts, float grad_clip, int step) {
+    const float norm = clip_jointly(parts, grad_clip, step);
+    for (const StepPart& p : parts) p.opt->step(p.params, p.grads, p.n, *p.tensors, step);
+    return norm;
+}
+
+float clip_jointly(const std::vector<StepPart>& parts, float grad_clip, int step) {
     double ss = 0;
     for (const StepPart& p : parts)
         for (const ParamTensor& t : *p.tensors) ss += sum_squares_cpu(p.grads + t.offset, t.size);
@@ -159,7 +165,6 @@ float joint_step(const std::vector<StepPart>& parts, float grad_clip, int step) 
             for (const ParamTensor& t : *p.tensors)
                 for (size_t i = 0; i < t.size; i++) p.grads[t.offset + i] *= k;
     }
-    for (const StepPart& p : parts) p.opt->step(p.params, p.grads, p.n, *p.tensors, step);
     return norm;
 }
 

@@ -50,6 +50,9 @@ struct StepPart {
 // norms and lm_head): the global gradient norm over every part's tensors, every gradient clipped by it to
 // grad_clip (0: off), then each part's AdamW steps. Returns the norm before clipping; a non-finite one throws.
 float joint_step(const std::vector<StepPart>& parts, float grad_clip, int step);
+// joint_step's first half: the global norm over the parts' tensors and every gradient clipped by it (opt unused),
+// for a step whose optimizers are not all AdamWs (SwitchLoRA's). Returns the norm before clipping.
+float clip_jointly(const std::vector<StepPart>& parts, float grad_clip, int step);
 
 class AdamW {
   public:

@@ -199,14 +199,14 @@ TEST(TrainMemory, QuantizedBaseWeightsMatchTheFormulaForEveryFormat) {
     }
 }
 
-// --train-rest 1: a lora-family run also trains the embeddings, norms and lm_head (one clipping norm with the
+// --train-rest 1: a lora-family run (SwitchLoRA too) also trains the embeddings, norms and lm_head (one clipping norm with the
 // adapters), the attention/MLP weights stay frozen, the run resumes exactly (the second AdamW is the checkpoint's
 // model optimizer), and no peft adapter is written (it would miss the trained embeddings).
 TEST(TrainLoraRest, TrainsEmbeddingsAndNormsBesideTheAdapters) {
     const std::string data = markov_corpus("train_rest", 23, 3000, 600, 64);
-    for (const char* method : {"lora", "relora"}) {
+    for (const char* method : {"lora", "relora", "switchlora"}) {
         TrainOptions o = small_run(data, (std::string("train_rest_") + method).c_str());
-        o.method = method, o.train_rest = 1, o.relora_every = 3;
+        o.method = method, o.train_rest = 1, o.relora_every = 3, o.switch_interval = 12;
         const TrainOptions resumed = expect_resume_bit_identical(o);
         EXPECT_FALSE(file_exists(o.out + "/adapter/adapter_config.json"));
         const std::string ckpt = o.out + "/ckpt_step_000008.ckpt";
@@ -217,7 +217,7 @@ TEST(TrainLoraRest, TrainsEmbeddingsAndNormsBesideTheAdapters) {
         for (const ParamTensor& t : trained.tensors()) {
             bool moved = false;
             for (size_t i = 0; i < t.size && !moved; i++) moved = trained.params()[t.offset + i] != initial.params()[t.offset + i];
-            if (std::string(method) == "lora" || !is_attention_mlp_weight(t)) {  // relora merges into the linears
+            if (std::string(method) == "lora" || !is_attention_mlp_weight(t)) {  // relora, switchlora change them
                 EXPECT_EQ(moved, !is_attention_mlp_weight(t)) << method << " " << t.name;
             }
         }

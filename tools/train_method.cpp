@@ -86,7 +86,9 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
         so.interval0 = (float)o.switch_interval;
         so.freeze_steps = o.switch_freeze;
         so.seed = o.seed ^ 0x5A17C4ull;
-        switch_ = std::make_unique<SwitchLora>(*lora_, so, ocfg_);
+        OptimizerConfig c = ocfg_;
+        if (o.train_rest) c.grad_clip = 0;  // clip_jointly clips the adapters and the rest by one norm
+        switch_ = std::make_unique<SwitchLora>(*lora_, so, c);
     } else if (lora_) {
         OptimizerConfig c = ocfg_;
         if (o.train_rest) c.grad_clip = 0;  // joint_step clips the adapters and the rest by one norm
@@ -344,9 +346,15 @@ float TrainMethod::finish_step(int step, bool skip, FILE* log) {
         norm = loqt_optimizer_step(*loqt_, model_, *trained_opt_, *model_opt_, o_.grad_clip, step);
     } else if (galore_) {
         norm = galore_->step(model_, step);
-    } else if (switch_) {  // the switches come before the update, as the authors' loop does them
+    } else if (switch_) {  // the switches come after clipping, before the update, as the authors' loop does them
+        if (!rest_.empty())
+            norm = clip_jointly({{nullptr, lora_->params(), lora_->grads(), lora_->num_params(), &lora_->tensors()},
+                                 {nullptr, model_.params(), model_.grads(), model_.num_params(), &rest_}},
+                                o_.grad_clip, step);
         switch_->switch_vectors(step);
-        norm = switch_->step(step);
+        const float adapter_norm = switch_->step(step);
+        if (rest_.empty()) norm = adapter_norm;
+        else model_opt_->step(model_.params(), model_.grads(), model_.num_params(), rest_, step);
     } else if (lora_ && !rest_.empty()) {
         norm = joint_step({{trained_opt_.get(), lora_->params(), lora_->grads(), lora_->num_params(), &lora_->tensors()},
                            {model_opt_.get(), model_.params(), model_.grads(), model_.num_params(), &rest_}},

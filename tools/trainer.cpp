@@ -178,9 +178,10 @@ void check_options(const TrainOptions& o) {
     LLMQ_CHECK((o.init == "plain" && o.quantizer == "rtn") || quantized_lora, "--init %s --quantizer %s start adapters "
                "on a quantized base: use --method qlora (or lora with --weights)", o.init.c_str(), o.quantizer.c_str());
     LLMQ_CHECK(o.train_rest == 0 || o.train_rest == 1, "--train-rest %d must be 0 or 1", o.train_rest);
-    LLMQ_CHECK(!o.train_rest || o.method == "lora" || o.method == "qlora" || o.method == "relora",
-               "--train-rest 1 is for --method lora, qlora, relora (full, galore and loqt train those tensors anyway; "
-               "switchlora's own optimizer does not take them yet)");
+    LLMQ_CHECK(!o.train_rest || o.method == "lora" || o.method == "qlora" || o.method == "relora" ||
+                   o.method == "switchlora",
+               "--train-rest 1 is for --method lora, qlora, relora, switchlora (full, galore and loqt train those "
+               "tensors anyway)");
     LLMQ_CHECK(o.calib_tokens > 0, "--calib-tokens %d must be positive", o.calib_tokens);
     LLMQ_CHECK(o.init_compare == 0 || o.init_compare == 1, "--init-compare %d must be 0 or 1", o.init_compare);
     LLMQ_CHECK(o.method != "switchlora" || (o.weights == "bf16" && o.optimizer == "adamw"),
