@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "../kernels/common.h"
+#include "../layers/state_bytes.h"
 
 namespace llmq {
 
@@ -36,17 +37,6 @@ std::string CheckpointInfo::flag(const std::string& name, const std::string& fal
 // ---------------------------------------------------------------------------------------------- writing
 
 namespace {
-// Serialises the header into bytes (its length goes before it).
-struct Bytes {
-    std::string b;
-    template <typename T>
-    void put(T v) { b.append((const char*)&v, sizeof v); }
-    void put_str(const std::string& s) {
-        put<uint32_t>((uint32_t)s.size());
-        b += s;
-    }
-};
-
 // A FILE that hashes what it writes and remembers the first failure.
 struct HashingWriter {
     FILE* f;
@@ -62,11 +52,12 @@ struct HashingWriter {
 // The optimizer kind byte: 0 none, 1 fp32 AdamW, 2 8-bit AdamW.
 uint8_t optimizer_kind(const AdamW* opt) { return !opt ? 0 : opt->eight_bit() ? 2 : 1; }
 
-std::string header_bytes(const Model& model, const AdamW* opt, const std::vector<uint8_t>& opt_blob, const TrainState& st,
+// The header's bytes (its length goes before it), in layers/state_bytes.h's little-endian form.
+std::vector<uint8_t> header_bytes(const Model& model, const AdamW* opt, const std::vector<uint8_t>& opt_blob, const TrainState& st,
                          const FlagValues& flags, const AdapterSection* adapters,
                          const std::vector<uint8_t>& adapter_blob, const std::vector<StateSection>& sections) {
     const ModelConfig& c = model.config();
-    Bytes h;
+    StateWriter h;
     h.put_str(c.name);
     for (int v : {c.vocab_size, c.dim, c.ffn_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.max_seq_len}) h.put<int32_t>(v);
     h.put<float>(c.rope_theta);
@@ -98,7 +89,7 @@ std::string header_bytes(const Model& model, const AdamW* opt, const std::vector
         h.put_str(s.name);
         h.put<uint64_t>(s.bytes.size());
     }
-    return h.b;
+    return h.bytes;
 }
 }  // namespace
 
@@ -108,7 +99,7 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
     size_t n = model.num_params();
     auto blob_of = [](const AdamW* o) { return o && o->eight_bit() ? o->serialize_8bit() : std::vector<uint8_t>{}; };
     const std::vector<uint8_t> opt_blob = blob_of(opt), adapter_blob = blob_of(adapters ? adapters->opt : nullptr);
-    std::string header = header_bytes(model, opt, opt_blob, state, flags, adapters, adapter_blob, sections);
+    const std::vector<uint8_t> header = header_bytes(model, opt, opt_blob, state, flags, adapters, adapter_blob, sections);
     std::string tmp = path + ".tmp";
     FILE* f = fopen(tmp.c_str(), "wb");
     LLMQ_CHECK(f, "%s: cannot write checkpoint: %s", tmp.c_str(), strerror(errno));
@@ -155,28 +146,6 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
 // ---------------------------------------------------------------------------------------------- reading
 
 namespace {
-// Bounds-checked parsing of the header section.
-struct Reader {
-    const std::string& b;
-    const std::string& path;
-    size_t pos = 0;
-    template <typename T>
-    T get() {
-        LLMQ_CHECK(pos + sizeof(T) <= b.size(), "%s: corrupt checkpoint header (field past its end)", path.c_str());
-        T v;
-        memcpy(&v, b.data() + pos, sizeof v);
-        pos += sizeof v;
-        return v;
-    }
-    std::string get_str() {
-        uint32_t n = get<uint32_t>();
-        LLMQ_CHECK(pos + n <= b.size(), "%s: corrupt checkpoint header (string past its end)", path.c_str());
-        std::string s = b.substr(pos, n);
-        pos += n;
-        return s;
-    }
-};
-
 struct FileCloser {
     void operator()(FILE* f) const { if (f) fclose(f); }
 };
@@ -201,7 +170,7 @@ CheckpointInfo open_checkpoint(const std::string& path, File& file, std::string&
 
     CheckpointInfo info;
     info.version = version;
-    Reader r{header, path};
+    StateReader r((const uint8_t*)header.data(), header.size(), path.c_str(), "checkpoint header");  // bounds-checked
     ModelConfig& c = info.config;
     c.name = r.get_str();
     for (int* v : {&c.vocab_size, &c.dim, &c.ffn_dim, &c.n_layers, &c.n_heads, &c.n_kv_heads, &c.max_seq_len})
