@@ -51,8 +51,9 @@ LoraAdapters::LoraAdapters(Model& model, const LoraOptions& o, uint64_t seed) : 
     params_.assign(offset, 0.0f);
     grads_.assign(offset, 0.0f);
     init_factors(seed);  // 2. A drawn, B = 0
-    // 3. freeze every base weight, attach the views
-    for (auto& [name, lin] : linears) lin->dweight = nullptr;
+    // 3. freeze every base weight (lm_head's stays trained with train_rest), attach the views
+    for (auto& [name, lin] : linears)
+        if (!(o.train_rest && name == "lm_head")) lin->dweight = nullptr;
     for (size_t i = 0; i < adapted_.size(); i++) {
         LoraAdapter<float> ad;
         ad.rank = o.rank;

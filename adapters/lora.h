@@ -7,7 +7,8 @@
 //
 // Init as peft: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0, so training starts from
 // the base model's outputs exactly. Every base weight is frozen: the Linears lose their gradient buffers (no
-// weight gradient is formed at all), embeddings and norms are not updated. QLoRA (--weights nf4, ...) also
+// weight gradient is formed at all), embeddings and norms are not updated (with train_rest the trainer updates
+// them and lm_head, whose gradient is then kept). QLoRA (--weights nf4, ...) also
 // replaces every attention and MLP weight by its quantized codes (quant/quantized_weight.h); the products
 // then use the dequantized base, as bitsandbytes does. lm_head, embeddings and norms stay full precision.
 //
@@ -34,6 +35,7 @@ struct LoraOptions {
     float alpha = 16.0f;                  // s = alpha / rank
     std::string targets = "all-linear";   // attn (q,k,v,o), mlp (gate,up,down), all-linear (both; never lm_head)
     float dropout = 0;                    // p of peft's lora_dropout, in [0, 1)
+    bool train_rest = false;              // embeddings, norms and lm_head train too: lm_head keeps its gradient
 };
 
 // The short module names ("q_proj", ...) a --lora-targets value selects; Error naming the flag otherwise.

@@ -11,7 +11,6 @@
 #include "../adapters/switchlora.h"
 #include "../kernels/adamw.h"
 #include "../kernels/common.h"
-#include "../layers/model_core.h"
 #include "../quant/calibration.h"
 #include "../quant/quantized_weight.h"
 #include "flags.h"
@@ -76,7 +75,8 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
     if (optimizer) ocfg_ = *optimizer;
     if (is_lora_family(o.method))
         lora_ = std::make_unique<LoraAdapters>(
-            model, LoraOptions{o.rank, method_alpha(o), o.lora_targets, o.lora_dropout}, o.seed ^ 0x10A4ull);
+            model, LoraOptions{o.rank, method_alpha(o), o.lora_targets, o.lora_dropout, o.train_rest != 0},
+            o.seed ^ 0x10A4ull);
     else if (is_loqt(o.method))
         loqt_ = std::make_unique<LoqtAdapters>(model, loqt_options(o));  // wraps (and in loqt quantizes) the Linears
     if (!optimizer) return;
@@ -109,11 +109,7 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
             if (!is_attention_mlp_weight(t)) rest_.push_back(t);
         OptimizerConfig c = ocfg_;
         c.grad_clip = 0;
-        model_opt_ = std::make_unique<AdamW>(c, rest_);
-        // the adapters froze every base Linear; lm_head trains again (its weight is the embedding's when tied)
-        Linear<float>& head = model.core().lm_head();
-        head.dweight = model.grads() + model.tensor(model.config().tied_embeddings ? "model.embed_tokens.weight"
-                                                                                  : "lm_head.weight").offset;
+        model_opt_ = std::make_unique<AdamW>(c, rest_);  // (LoraAdapters left lm_head its gradient)
     }
 }
 
