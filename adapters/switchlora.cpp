@@ -213,11 +213,13 @@ void SwitchLora::deserialize(const uint8_t* data, size_t size, const char* what)
     optimizer_.frozen() = std::move(frozen);
 }
 
-size_t SwitchLora::state_bytes() const {
-    size_t bytes = optimizer_.state_bytes();
+size_t SwitchLora::pool_bytes() const {
+    size_t bytes = 0;
     for (const Layer& L : layers_) bytes += (L.pool_A.size() + L.pool_B.size()) * sizeof(float);
     return bytes;
 }
+
+size_t SwitchLora::state_bytes() const { return optimizer_.state_bytes() + pool_bytes(); }
 
 std::string SwitchLora::describe() const {
     size_t candidates = 0;

@@ -89,6 +89,7 @@ class SwitchLora {
     std::vector<uint8_t> serialize() const;
     void deserialize(const uint8_t* data, size_t size, const char* what);
     size_t state_bytes() const;  // pools + optimizer moments and counters
+    size_t pool_bytes() const;   // the candidate pools alone
     std::string describe() const;
 
   private:

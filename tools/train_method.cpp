@@ -25,6 +25,14 @@ bool is_loqt(const std::string& m) { return m == "loqt" || m == "loqt-nq"; }
 
 bool finite(const float* x, size_t n) { return std::isfinite(sum_squares_cpu(x, n)); }  // NaN and inf propagate
 
+// The model's quantized bases, by HF module name (the Linears whose quant slot holds quant/'s format).
+std::vector<std::pair<std::string, const QuantizedTensor*>> quantized_bases(Model& model) {
+    std::vector<std::pair<std::string, const QuantizedTensor*>> bases;
+    for (auto& [name, lin] : named_linears(model))
+        if (auto* q = dynamic_cast<const FormatQuantizedWeight*>(lin->quant.get())) bases.emplace_back(name, &q->tensor());
+    return bases;
+}
+
 ReloraOptions relora_options(const TrainOptions& o) { return {o.relora_every, o.relora_rewarmup, o.relora_prune}; }
 
 LoqtOptions loqt_options(const TrainOptions& o) {
@@ -191,17 +199,14 @@ void TrainMethod::quantize_base(const CheckpointInfo* resumed, const std::string
         io.gptq = o_.quantizer == "gptq";
         io.compare = o_.init_compare != 0;
         init_report_ = init_adapters_for_quantized_base(model_, *lora_, spec, io, &h);
-        for (auto& [name, lin] : named_linears(model_))
-            if (auto* q = dynamic_cast<const FormatQuantizedWeight*>(lin->quant.get())) quant_bytes_ += tensor_bytes(q->tensor());
+        for (auto& [name, q] : quantized_bases(model_)) quant_bytes_ += tensor_bytes(*q);
     }
 }
 
 // "quantized_base" section: u32 count, then per quantized Linear: str name, the tensor (quant/quantized_weight.h)
 std::vector<uint8_t> TrainMethod::quantized_base_bytes() const {
     StateWriter w;
-    std::vector<std::pair<std::string, const QuantizedTensor*>> bases;
-    for (auto& [name, lin] : named_linears(model_))
-        if (auto* q = dynamic_cast<const FormatQuantizedWeight*>(lin->quant.get())) bases.emplace_back(name, &q->tensor());
+    const auto bases = quantized_bases(model_);
     w.put<uint32_t>((uint32_t)bases.size());
     for (auto& [name, q] : bases) {
         w.put_str(name);
@@ -247,10 +252,8 @@ MethodMemory TrainMethod::memory() const {
         if (opt) m.optimizer += opt->state_bytes();
     if (galore_) m.optimizer += galore_->state_bytes();
     if (switch_) {  // the candidate pools are weights in waiting; the rest of its state is the optimizer's
-        size_t pools = 0;
-        for (size_t l = 0; l < switch_->num_layers(); l++) pools += 4 * (switch_->pool_A(l).size() + switch_->pool_B(l).size());
-        m.weights += pools;
-        m.optimizer += switch_->state_bytes() - pools;
+        m.weights += switch_->pool_bytes();
+        m.optimizer += switch_->state_bytes() - switch_->pool_bytes();
     }
     size_t rest = 0;
     for (const ParamTensor& t : rest_) rest += t.size;
