@@ -73,6 +73,50 @@ void log_loqt_setup(FILE* log, const LoqtAdapters& q, const std::string& method,
 
 }  // namespace
 
+void check_method_options(const TrainOptions& o) {
+    LLMQ_CHECK(o.method != "full" || o.weights == "bf16",
+               "--weights %s: a quantized base is frozen, so --method full would train nothing of it; use --method "
+               "qlora (or lora)", o.weights.c_str());
+    LLMQ_CHECK(o.double_quant == 0 || o.double_quant == 1, "--double-quant %d must be 0 or 1", o.double_quant);
+    LLMQ_CHECK(o.method != "relora" || o.weights == "bf16",
+               "--method relora merges the adapters into the base, which needs it unquantized: drop --weights %s",
+               o.weights.c_str());
+    LLMQ_CHECK(o.method != "galore" || (o.weights == "bf16" && o.optimizer == "adamw"),
+               "--method galore trains every weight with fp32 projected moments: %s", o.weights != "bf16" ?
+               "a quantized base (--weights) is frozen; drop --weights" : "8-bit GaLore states are not implemented; "
+               "use --optimizer adamw");
+    LLMQ_CHECK(o.galore_every > 0 && o.galore_scale > 0, "--galore-every %d and --galore-scale %g must be positive",
+               o.galore_every, o.galore_scale);
+    LLMQ_CHECK(!is_loqt(o.method) || o.weights == "bf16", "--method %s keeps its own base (loqt: NF4 with --quant-block and "
+               "--double-quant; loqt-nq: fp32): drop --weights %s", o.method.c_str(), o.weights.c_str());
+    LLMQ_CHECK(o.loqt_tau > 0, "--loqt-tau %d must be positive", o.loqt_tau);
+    LLMQ_CHECK(o.loqt_psi > 0, "--loqt-psi %g must be positive", o.loqt_psi);
+    LLMQ_CHECK(o.loqt_quant_p == 0 || o.loqt_quant_p == 1, "--loqt-quant-p %d must be 0 or 1", o.loqt_quant_p);
+    LLMQ_CHECK(o.loqt_ec_iters >= 0, "--loqt-ec-iters %d must not be negative", o.loqt_ec_iters);
+    LLMQ_CHECK(o.rank > 0, "--rank %d must be positive", o.rank);
+    LLMQ_CHECK(o.alpha >= 0, "--alpha %g must not be negative (0: the method's default)", o.alpha);
+    LLMQ_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora-dropout %g must lie in [0, 1)", o.lora_dropout);
+    LLMQ_CHECK(o.lora_dropout == 0 || o.wtacrs == 0, "--lora-dropout %g with --wtacrs %g is not supported (the sampled "
+               "rows would need the dropped input): drop one", o.lora_dropout, o.wtacrs);
+    const bool quantized_lora = (o.method == "lora" && o.weights != "bf16") || o.method == "qlora";
+    LLMQ_CHECK((o.init == "plain" && o.quantizer == "rtn") || quantized_lora, "--init %s --quantizer %s start adapters "
+               "on a quantized base: use --method qlora (or lora with --weights)", o.init.c_str(), o.quantizer.c_str());
+    LLMQ_CHECK(o.train_rest == 0 || o.train_rest == 1, "--train-rest %d must be 0 or 1", o.train_rest);
+    LLMQ_CHECK(!o.train_rest || is_lora_family(o.method),
+               "--train-rest 1 is for --method lora, qlora, relora, switchlora (full, galore and loqt train those "
+               "tensors anyway)");
+    LLMQ_CHECK(o.calib_tokens > 0, "--calib-tokens %d must be positive", o.calib_tokens);
+    LLMQ_CHECK(o.init_compare == 0 || o.init_compare == 1, "--init-compare %d must be 0 or 1", o.init_compare);
+    LLMQ_CHECK(o.method != "switchlora" || (o.weights == "bf16" && o.optimizer == "adamw"),
+               "--method switchlora folds every switch into an fp32 base with fp32 moments: %s",
+               o.weights != "bf16" ? "drop --weights" : "use --optimizer adamw");
+    LLMQ_CHECK(o.switch_interval > 0 && o.switch_freeze >= 0, "--switch-interval %d must be positive and "
+               "--switch-freeze %d not negative", o.switch_interval, o.switch_freeze);
+    LLMQ_CHECK(o.relora_every > 0, "--relora-every %d must be positive", o.relora_every);
+    LLMQ_CHECK(o.relora_rewarmup >= 0, "--relora-rewarmup %d must not be negative", o.relora_rewarmup);
+    LLMQ_CHECK(o.relora_prune >= 0 && o.relora_prune <= 1, "--relora-prune %g must lie in [0, 1]", o.relora_prune);
+}
+
 float method_alpha(const TrainOptions& o) {
     if (o.alpha > 0) return o.alpha;
     return is_loqt(o.method) ? 0.5f : o.method == "switchlora" ? 1.0f : 16.0f;

@@ -43,6 +43,9 @@ class LoqtAdapters;
 class SwitchLora;
 struct LoraInitReport;
 
+// Error naming the flag unless --method and its flags (rank, alpha, base format, the methods' own) fit together.
+void check_method_options(const TrainOptions& o);
+
 // alpha as the method uses it: --alpha, or the method's default when --alpha is 0 (lora family 16, so
 // s = alpha / r; switchlora 1, so s = 1/r; loqt 0.5, used as s directly, the paper's 0.25-0.5).
 float method_alpha(const TrainOptions& o);
