@@ -88,7 +88,7 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
     // when the input is not
     const bool keep_u = sampled();
     adapter_u_kept_.resize(keep_u ? adapters.size() : 0);
-    const Real* ax = adapters.empty() ? inp : adapter_input(inp, N);
+    const Real* ax = adapter_input(inp, N);  // inp itself unless dropping
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
         std::vector<Real>& u = keep_u ? adapter_u_kept_[j] : tmp().u;
@@ -146,7 +146,7 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
     //    dA += du^T x (from the sampled rows when sampled); dinp += du A. With dropout x is drop(x), regenerated
     //    from the seed, and dinp gets (du A) * m / (1 - p).
     const bool drop = dropping();
-    const Real* ax = inp && !adapters.empty() ? adapter_input(inp, N) : inp;
+    const Real* ax = inp ? adapter_input(inp, N) : nullptr;
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
         const int r = a.rank;
