@@ -19,15 +19,6 @@ LoraInit parse_lora_init(const std::string& name, const char* what) {
     throw Error(format("%s: '%s' is not one of plain|loftq|cloq", what, name.c_str()));
 }
 
-const char* lora_init_name(LoraInit init) {
-    switch (init) {
-        case LoraInit::Plain: return "plain";
-        case LoraInit::Loftq: return "loftq";
-        case LoraInit::Cloq: return "cloq";
-    }
-    return "?";
-}
-
 namespace {
 
 void check_rank(int out, int in, int rank, const char* what) {

@@ -33,7 +33,6 @@ namespace llmq {
 enum class LoraInit { Plain, Loftq, Cloq };
 // "plain", "loftq", "cloq"; Error naming `what` otherwise.
 LoraInit parse_lora_init(const std::string& name, const char* what);
-const char* lora_init_name(LoraInit init);
 
 // How one layer is quantized: GPTQ with `hessian` (in,in) when given, else round-to-nearest.
 struct LayerQuantizer {

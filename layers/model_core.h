@@ -70,7 +70,6 @@ class ModelCore {
     // product. Losses and gradients are the same math either way (tested); a forward without targets (sampling)
     // always keeps every row's logits.
     void set_classifier_chunk(int rows) { classifier_chunk_ = rows; }
-    int classifier_chunk() const { return classifier_chunk_; }
 
     // The layers' Linear views, for attaching adapters, samplers, quantized bases, immediate updates.
     std::vector<TransformerLayer<Real>>& layers() { return layers_; }

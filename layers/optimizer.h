@@ -84,9 +84,8 @@ class AdamW {
     // the checkpoint's form, whatever is held in memory; and back (Error unless fp32 and n fits the layout).
     void fp32_state_as_buffer(size_t n, std::vector<float>& m, std::vector<float>& v) const;
     void set_fp32_state_from_buffer(size_t n, const float* m, const float* v);
-    // fp32 states as held (empty in 8-bit mode): tensor i's at state_offset(i), which for a whole-model layout
-    // is the tensor's own offset
-    size_t state_offset(size_t i) const { return tensors_.empty() ? 0 : state_offset_[i]; }
+    // fp32 states as held (empty in 8-bit mode), tensor after tensor; for a whole-model layout that is the
+    // buffer's own layout
     const std::vector<float>& m() const { return m_; }
     const std::vector<float>& v() const { return v_; }
     std::vector<float>& m() { return m_; }
