@@ -125,15 +125,10 @@ double full_rank_gap(const OptimizerConfig& c, const std::vector<std::vector<flo
 }
 
 TrainOptions galore_run(const std::string& data, const std::string& out) {
-    TrainOptions o;
-    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
-    o.data = data;
-    o.encoding = "none";
-    o.steps = 8, o.batch = 2, o.seq = 16, o.warmup = 2, o.lr = 1e-2f;
-    o.eval_every = 3, o.val_batches = 2, o.ckpt_every = 0, o.ckpt_keep_every = 4;
+    TrainOptions o = adapter_resume_run(data, out);
+    o.eval_every = 3;
     o.method = "galore";
-    o.rank = 4, o.galore_every = 3, o.galore_scale = 0.25f;  // refreshes after updates 0, 3, 6: around the resume at 4
-    o.out = out;
+    o.galore_every = 3, o.galore_scale = 0.25f;  // refreshes after updates 0, 3, 6: around the resume at 4
     o.seed = 99;
     return o;
 }

@@ -69,16 +69,10 @@ float max_abs(const std::vector<float>& a) {
 }
 
 TrainOptions loqt_run(const std::string& data, const std::string& method) {
-    TrainOptions o;
-    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
-    o.data = data;
-    o.encoding = "none";
-    o.steps = 40, o.batch = 4, o.seq = 32, o.warmup = 4, o.lr = 1e-2f;
-    o.eval_every = 0, o.val_batches = 4, o.ckpt_every = 0;
+    TrainOptions o = adapter_test_run(data, temp_dir("loqt_out"));
     o.method = method;
-    o.rank = 4, o.alpha = 0.5f;
+    o.alpha = 0.5f;
     o.loqt_tau = 10;
-    o.out = temp_dir("loqt_out");
     o.seed = 21;
     return o;
 }

@@ -30,16 +30,9 @@ std::string make_corpus() { return markov_corpus("lora_data", 31, 6000, 1200, 64
 std::vector<float> logits_of(Model& m) { return logits_on_random_tokens(m, 12, 5); }
 
 TrainOptions lora_run(const std::string& data, const std::string& method) {
-    TrainOptions o;
-    o.model = "tiny";
-    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
-    o.data = data;
-    o.encoding = "none";
-    o.steps = 40, o.batch = 4, o.seq = 32, o.warmup = 4, o.lr = 1e-2f;
-    o.eval_every = 0, o.val_batches = 4, o.ckpt_every = 0;
+    TrainOptions o = adapter_test_run(data, temp_dir("lora_out"));
     o.method = method;
-    o.rank = 4, o.alpha = 8;
-    o.out = temp_dir("lora_out");
+    o.alpha = 8;
     o.seed = 99;
     return o;
 }

@@ -99,15 +99,9 @@ TEST(Relora, JaggedScheduleRewarmsAfterEachMerge) {
 
 TEST(Relora, TrainMergesOnScheduleAndRefusesAQuantizedBase) {
     const std::string data = markov_corpus("relora_data", 41, 6000, 1200, 64);
-    TrainOptions o;
-    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
-    o.data = data;
-    o.encoding = "none";
-    o.steps = 40, o.batch = 4, o.seq = 32, o.warmup = 4, o.lr = 1e-2f;
-    o.eval_every = 0, o.val_batches = 4, o.ckpt_every = 0;
+    TrainOptions o = adapter_test_run(data, temp_dir("relora_out"));
     o.method = "relora";
-    o.rank = 4, o.relora_every = 10, o.relora_rewarmup = 3;
-    o.out = temp_dir("relora_out");
+    o.relora_every = 10, o.relora_rewarmup = 3;
     o.seed = 12;
     TrainResult r;
     const std::string text = train_and_read_log(o, &r);

@@ -26,14 +26,7 @@ using namespace llmq_test;
 namespace {
 
 TrainOptions small_run(const std::string& data, const std::string& tag) {
-    TrainOptions o;
-    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
-    o.data = data;
-    o.encoding = "none";
-    o.steps = 8, o.batch = 2, o.seq = 16, o.warmup = 2, o.lr = 1e-2f;
-    o.eval_every = 0, o.val_batches = 2, o.ckpt_every = 0, o.ckpt_keep_every = 4;
-    o.rank = 4;
-    o.out = temp_dir(tag.c_str());
+    TrainOptions o = adapter_resume_run(data, temp_dir(tag.c_str()));
     o.seed = 77;
     return o;
 }

@@ -28,6 +28,29 @@ inline std::string temp_dir(const char* tag) {
     return d;
 }
 
+// The adapter methods' training run: the 2-layer GQA model of dim 64 (ffn 128, 32 positions) on `data` without a
+// tokenizer, lr 1e-2, rank 4, into `out`: 40 steps of 4 x 32 with 4 of warmup and 4 val batches (a run that
+// learns); no checkpoints but the final one.
+inline llmq::TrainOptions adapter_test_run(const std::string& data, const std::string& out) {
+    llmq::TrainOptions o;
+    o.dim = 64, o.ffn_dim = 128, o.n_layers = 2, o.n_heads = 4, o.n_kv_heads = 2, o.max_seq_len = 32;
+    o.data = data;
+    o.encoding = "none";
+    o.steps = 40, o.batch = 4, o.seq = 32, o.warmup = 4, o.lr = 1e-2f;
+    o.eval_every = 0, o.val_batches = 4, o.ckpt_every = 0;
+    o.rank = 4;
+    o.out = out;
+    return o;
+}
+
+// The same, shortened for resume tests: 8 steps of 2 x 16, 2 of warmup, 2 val batches, a checkpoint every 4.
+inline llmq::TrainOptions adapter_resume_run(const std::string& data, const std::string& out) {
+    llmq::TrainOptions o = adapter_test_run(data, out);
+    o.steps = 8, o.batch = 2, o.seq = 16, o.warmup = 2;
+    o.val_batches = 2, o.ckpt_keep_every = 4;
+    return o;
+}
+
 // Runs o (8 steps, keeping a checkpoint every 4), then again from its step-4 checkpoint into o.out + "_resumed";
 // expects the resumed run to start at step 4 with four losses and a final val loss bit-identical to the
 // uninterrupted run's. Returns the resumed run's options (its out holds the second run's checkpoints) and, in
