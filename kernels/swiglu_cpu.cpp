@@ -23,9 +23,9 @@ template <typename Real>
 void swiglu_backward_cpu(Real* dgate, Real* dup, const Real* dout, const Real* gate, const Real* up, size_t n) {
 #pragma omp parallel for schedule(static) if (parallel_worth((long long)n))
     for (size_t i = 0; i < n; i++) {
-        const Real g = gate[i], sg = sigmoid(g);
-        dgate[i] += dout[i] * up[i] * sg * (Real(1) + g * (Real(1) - sg));
-        dup[i] += dout[i] * g * sg;
+        const Real g = gate[i], u = up[i], d = dout[i], sg = sigmoid(g);  // read both before writing (in place)
+        dgate[i] = d * u * sg * (Real(1) + g * (Real(1) - sg));
+        dup[i] = d * g * sg;
     }
 }
 

@@ -1,6 +1,7 @@
 // activations.cpp: carves the activation buffer and the backward scratch for (B,T) (layout in activations.h).
 #include "activations.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../kernels/common.h"
@@ -33,9 +34,12 @@ struct Carver {
         std::string name;
         Real** ptr;
         size_t size;
+        bool overwritten_by_backward;
     };
     std::vector<Request> requests;
-    void add(std::string name, Real** ptr, size_t size) { requests.push_back({std::move(name), ptr, size}); }
+    void add(std::string name, Real** ptr, size_t size, bool overwritten_by_backward = false) {
+        requests.push_back({std::move(name), ptr, size, overwritten_by_backward});
+    }
     size_t total() const {
         size_t t = 0;
         for (const Request& r : requests) t += r.size;
@@ -46,7 +50,7 @@ struct Carver {
         size_t offset = 0;
         for (const Request& r : requests) {
             *r.ptr = buffer.data() + offset;
-            if (names) names->push_back({r.name, offset, r.size});
+            if (names) names->push_back({r.name, offset, r.size, r.overwritten_by_backward});
             offset += r.size;
         }
     }
@@ -78,8 +82,8 @@ void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carve
         fw.add(p + "mid", &la.mid, N * C);
         fw.add(p + "rstd2", &la.rstd2, N);
         if (!(drop & kDropNorm2)) fw.add(p + "norm2", &la.norm2, N * C);
-        fw.add(p + "gate", &la.gate, N * F);
-        fw.add(p + "up", &la.up, N * F);
+        fw.add(p + "gate", &la.gate, N * F, true);
+        fw.add(p + "up", &la.up, N * F, true);
         if (!(drop & kDropHidden)) fw.add(p + "hidden", &la.hidden, N * F);
     }
     if (any_dropped & kDropNorm1) fw.add("shared.norm1", &shared.norm1, N * C);
@@ -96,15 +100,19 @@ void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carve
 
     bw.add("dres", &a.dres, N * C);
     bw.add("dnorm", &a.dnorm, N * C);
-    bw.add("datt", &a.datt, N * QD);
-    bw.add("dq", &a.dq, N * QD);
-    bw.add("dk", &a.dk, N * KD);
-    bw.add("dv", &a.dv, N * KD);
-    bw.add("dq_pre", &a.dq_pre, N * QD);
-    bw.add("dk_pre", &a.dk_pre, N * KD);
-    bw.add("dhidden", &a.dhidden, N * F);
-    bw.add("dgate", &a.dgate, N * F);
-    bw.add("dup", &a.dup, N * F);
+    bw.add("dblock", &a.dblock, N * std::max(F, 2 * QD + 3 * KD));
+}
+
+// The block gradients inside dblock (activations.h: the MLP's and the attention's never live at once).
+template <typename Real>
+void point_block_gradients(Activations<Real>& a, const ModelConfig& c) {
+    const size_t N = (size_t)a.B * a.T, hd = c.head_dim(), QD = (size_t)c.n_heads * hd, KD = (size_t)c.n_kv_heads * hd;
+    a.dhidden = a.dblock;                 // MLP: (N,F)
+    a.datt = a.dq_pre = a.dblock;         // attention: (N,QD), dq_pre once datt is spent
+    a.dq = a.dblock + N * QD;             // (N,QD)
+    a.dk = a.dq + N * QD;                 // (N,KD)
+    a.dv = a.dk + N * KD;                 // (N,KD)
+    a.dk_pre = a.dv + N * KD;             // (N,KD)
 }
 
 }  // namespace
@@ -135,6 +143,7 @@ void Activations<Real>::plan(const ModelConfig& c, int B_, int T_, const std::ve
     fw.carve(buffer, &tensors);
     bw.carve(grad_buffer, nullptr);
     shared.point_dropped_at_shared(*this);
+    point_block_gradients(*this, c);
     tokens.assign((size_t)B * T, 0);
     targets.assign((size_t)B * T, kIgnoreIndex);
     rope_tables_cpu(rope_cos, rope_sin, T, c.head_dim(), (Real)c.rope_theta);

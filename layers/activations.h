@@ -11,7 +11,8 @@
 //   att (N,QD)           attention output = input of o_proj;  lse (B,NH,T)
 //   mid          (N,C)   the stream after attention = input of the second RMSNorm
 //   rstd2 (N), norm2 (N,C)  input of gate/up
-//   gate, up     (N,F)   SwiGLU pre-activations;  hidden (N,F) = silu(gate)*up, input of down
+//   gate, up     (N,F)   SwiGLU pre-activations (the backward overwrites them with their gradients);
+//   hidden (N,F) = silu(gate)*up, input of down
 // Then residual[L] (N,C) (input of the final norm), rstdf (N), normf (N,C) (input of lm_head),
 // logits (R,V), losses (N), rope cos/sin (T,hd/2). R = logit_rows: N for a forward without targets (the caller
 // reads every position's logits), else the classifier's chunk of rows (layers/model_core.h): the loss and, in the
@@ -46,6 +47,7 @@ struct LayerActivations {
 struct ActivationTensor {
     std::string name;  // e.g. "layers.0.norm1"
     size_t offset = 0, size = 0;  // in elements of the buffer
+    bool overwritten_by_backward = false;  // gate, up: they hold their gradients once a backward has run
 };
 
 template <typename Real>
@@ -62,10 +64,16 @@ struct Activations {
     std::vector<int> tokens, targets;  // (N) copies of the last forward's inputs
 
     // backward scratch: one layer's activation gradients, reused layer after layer (also the forward's
-    // temporary for o_proj/down outputs before the residual add: dnorm)
+    // temporary for o_proj/down outputs before the residual add: dnorm). dres (N,C) and dnorm (N,C), then ONE
+    // block buffer dblock that the MLP's gradients and the attention's take in turn, since they never live at
+    // once: the MLP's dhidden (N,F) (SwiGLU's backward writes dgate and dup over the layer's saved gate and up,
+    // which nothing reads after it); the attention's datt (N,QD), dq (N,QD), dk, dv (N,KD), dk_pre (N,KD), and
+    // dq_pre (N,QD) in datt's place once attention's backward has spent it. dblock is (N, max(F, 2QD + 3KD)):
+    // for tiny 448 floats per row where separate buffers took 1632.
     std::vector<Real> grad_buffer;
-    Real *dres = nullptr, *dnorm = nullptr, *datt = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
-    Real *dq_pre = nullptr, *dk_pre = nullptr, *dhidden = nullptr, *dgate = nullptr, *dup = nullptr;
+    Real *dres = nullptr, *dnorm = nullptr, *dblock = nullptr, *dhidden = nullptr;
+    Real *datt = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
+    Real *dq_pre = nullptr, *dk_pre = nullptr;
 
     // (Re)allocates for (B,T), the dropped inputs (L entries, or empty: none) and logit_rows (0: all N) and
     // fills the RoPE tables; a no-op when nothing changed.

@@ -234,12 +234,12 @@ void ModelCore<Real>::backward(Real loss_scale) {
         // MLP block. dres holds d/d(out), which is also the skip path's d/d(mid); the norm path adds to it.
         zero(A.dhidden, NF);
         L.down.backward(A.dhidden, A.dres, kept(a.hidden, A.dropped[l] & kDropHidden), N);
-        zero(A.dgate, NF);
-        zero(A.dup, NF);
-        swiglu_backward_cpu(A.dgate, A.dup, A.dhidden, a.gate, a.up, NF);
+        // in place: dgate over gate, dup over up (the saved pre-activations are spent after this)
+        swiglu_backward_cpu(a.gate, a.up, A.dhidden, a.gate, a.up, NF);
+        Real *dgate = a.gate, *dup = a.up;
         zero(A.dnorm, NC);
-        L.gate.backward(A.dnorm, A.dgate, kept(a.norm2, A.dropped[l] & kDropNorm2), N);
-        L.up.backward(A.dnorm, A.dup, kept(a.norm2, A.dropped[l] & kDropNorm2), N);
+        L.gate.backward(A.dnorm, dgate, kept(a.norm2, A.dropped[l] & kDropNorm2), N);
+        L.up.backward(A.dnorm, dup, kept(a.norm2, A.dropped[l] & kDropNorm2), N);
         rmsnorm_backward_cpu(A.dres, L.dln2, A.dnorm, a.mid, L.ln2, a.rstd2, N, C);
         // attention block, the same way: dres now holds d/d(mid)
         zero(A.datt, NQ);
@@ -252,7 +252,7 @@ void ModelCore<Real>::backward(Real loss_scale) {
         zero(A.dv, NK);
         attention_backward_cpu(A.dq, A.dk, A.dv, A.datt, a.q, a.k, a.v, a.att, a.lse, B, T, c.n_heads, c.n_kv_heads,
                                hd);
-        zero(A.dq_pre, NQ);
+        zero(A.dq_pre, NQ);  // (datt's place: spent)
         zero(A.dk_pre, NK);
         rope_backward_cpu(A.dq_pre, A.dq, A.rope_cos, A.rope_sin, B, T, c.n_heads, hd);
         rope_backward_cpu(A.dk_pre, A.dk, A.rope_cos, A.rope_sin, B, T, c.n_kv_heads, hd);

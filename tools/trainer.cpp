@@ -263,8 +263,9 @@ std::string describe_non_finite(Model& model, double loss) {
     if (!std::isfinite(loss)) {
         std::string s = format("loss is %g", loss);
         const Activations<float>& acts = model.core().activations();
-        for (const ActivationTensor& t : acts.tensors)
-            if (t.offset + t.size <= acts.buffer.size() && !all_finite(acts.buffer.data() + t.offset, t.size)) {
+        for (const ActivationTensor& t : acts.tensors)  // (gate and up hold gradients by now: not the forward's)
+            if (!t.overwritten_by_backward && t.offset + t.size <= acts.buffer.size() &&
+                !all_finite(acts.buffer.data() + t.offset, t.size)) {
                 s += " (first non-finite activation: " + t.name + ")";
                 break;
             }
