@@ -97,18 +97,33 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
         gemm_cpu(false, true, N, out, a.rank, a.scale, u.data(), a.rank, a.B, a.rank, Real(1), y, out);
     }
 
-    // sampled weight gradients: keep only the chosen rows of the input
+    // sampled weight gradients: keep only the chosen rows of the input (the first reader of a shared input
+    // selects them; the others reuse them)
     if (keep_u) {
-        sampler->select(inp, N, in, sample_rows_, sample_w_);
-        LLMQ_CHECK(sample_rows_.size() == sample_w_.size(), "Linear: sampler returned %zu rows and %zu weights",
-                   sample_rows_.size(), sample_w_.size());
-        sample_inp_.resize(sample_rows_.size() * in);
-        for (size_t i = 0; i < sample_rows_.size(); i++) {
-            int r = sample_rows_[i];
-            LLMQ_CHECK(r >= 0 && r < N, "Linear: sampler chose row %d of %d", r, N);
-            std::memcpy(&sample_inp_[i * in], inp + (size_t)r * in, sizeof(Real) * in);
+        SampledRows<Real>& s = rows_kept();
+        if (s.forwards == 0) {
+            sampler->select(inp, N, in, s.rows, s.weights);
+            LLMQ_CHECK(s.rows.size() == s.weights.size(), "Linear: sampler returned %zu rows and %zu weights",
+                       s.rows.size(), s.weights.size());
+            s.inp.resize(s.rows.size() * in);
+            for (size_t i = 0; i < s.rows.size(); i++) {
+                int r = s.rows[i];
+                LLMQ_CHECK(r >= 0 && r < N, "Linear: sampler chose row %d of %d", r, N);
+                std::memcpy(&s.inp[i * in], inp + (size_t)r * in, sizeof(Real) * in);
+            }
+            s.selector = this, s.source = inp, s.source_rows = N, s.source_cols = in;
+        } else {
+            LLMQ_CHECK(inp == s.source && N == s.source_rows && in == s.source_cols,
+                       "Linear: the Linears sharing sampled rows must read one input (got another input or shape)");
         }
+        s.forwards = (s.forwards + 1) % s.readers;
     }
+}
+
+template <typename Real>
+SampledRows<Real>& Linear<Real>::rows_kept() {
+    if (!kept_rows) kept_rows = std::make_shared<SampledRows<Real>>();
+    return *kept_rows;
 }
 
 template <typename Real>
@@ -118,21 +133,34 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
                "Linear backward: the input was not kept, but this layer forms an exact weight gradient from it");
     const bool from_sample = sampled();
     if (from_sample) {
-        LLMQ_CHECK(adapter_u_kept_.size() == adapters.size(),
+        SampledRows<Real>& s = rows_kept();
+        LLMQ_CHECK(adapter_u_kept_.size() == adapters.size() && s.selector && s.forwards == 0 && s.source_rows == N,
                    "Linear backward: no forward kept this layer's sample");
-        sampler->observe_output_grad(dout, N, out);
+        // ||dY_i||^2, summed over the readers; the last of them hands the sums to the sampler
+        if (s.backwards == 0) s.dout_sq.assign(N, 0.0);
+        for (int i = 0; i < N; i++) {
+            const Real* d = dout + (size_t)i * out;
+            double sq = 0;
+            for (int o = 0; o < out; o++) sq += (double)d[o] * d[o];
+            s.dout_sq[i] += sq;
+        }
+        if (++s.backwards == s.readers) {
+            sampler->observe_output_norms(s.dout_sq);
+            s.backwards = 0;
+        }
     }
     // sum_s w_s g[rows_s]^T x[rows_s] from the kept input rows: the sampled form of g^T X (into dw (g_cols,in))
     // (the weighted rows are a temporary of this call, not held between steps: k*g_cols per sampled Linear
     //  would otherwise add up to more than the kept inputs)
     auto sampled_weight_grad = [&](Real* dw, const Real* g, int g_cols) {
-        const size_t k = sample_rows_.size();
+        const SampledRows<Real>& s = *kept_rows;
+        const size_t k = s.rows.size();
         std::vector<Real> weighted(k * g_cols);
         for (size_t i = 0; i < k; i++) {
-            const Real* src = g + (size_t)sample_rows_[i] * g_cols;
-            for (int o = 0; o < g_cols; o++) weighted[i * g_cols + o] = sample_w_[i] * src[o];
+            const Real* src = g + (size_t)s.rows[i] * g_cols;
+            for (int o = 0; o < g_cols; o++) weighted[i * g_cols + o] = s.weights[i] * src[o];
         }
-        if (k > 0) matmul_backward_weight_cpu(dw, weighted.data(), sample_inp_.data(), (int)k, in, g_cols);
+        if (k > 0) matmul_backward_weight_cpu(dw, weighted.data(), s.inp.data(), (int)k, in, g_cols);
     };
 
     // 1. input gradient through the base, with the weight the forward used (before any immediate update)
@@ -195,7 +223,7 @@ void Linear<Real>::backward(Real* dinp, const Real* dout, const Real* inp, int N
 
 template <typename Real>
 size_t Linear<Real>::kept_sample_bytes() const {
-    size_t n = sample_inp_.size();
+    size_t n = counts_rows() ? kept_rows->inp.size() : 0;
     for (const std::vector<Real>& u : adapter_u_kept_) n += u.size();
     return sizeof(Real) * n;
 }
@@ -204,8 +232,7 @@ template <typename Real>
 size_t Linear<Real>::scratch_bytes() const {
     size_t kept_u = 0;
     for (const std::vector<Real>& u : adapter_u_kept_) kept_u += u.capacity();
-    return sizeof(Real) * (kept_u + own_scratch_.capacity() + sample_w_.capacity() + sample_inp_.capacity()) +
-           sizeof(int) * sample_rows_.capacity();
+    return sizeof(Real) * (kept_u + own_scratch_.capacity()) + (counts_rows() ? kept_rows->bytes() : 0);
 }
 
 template class Linear<float>;

@@ -25,7 +25,10 @@
 //         k of the N rows of X with weights w_i so that sum_i w_i dY_i^T X_i is unbiased; only those k rows
 //         are kept (k*in instead of N*in), and the backward forms the weight gradient from them. The
 //         gathering and weighted product are implemented here (tested against the hand-written weighted
-//         sum); the WTA-CRS selection itself (winners + residual draws) is layers/wtacrs.h.
+//         sum); the WTA-CRS selection itself (winners + residual draws) is layers/wtacrs.h. Linears that
+//         read one input (q,k,v read norm1; gate,up read norm2) may share one SampledRows and one sampler:
+//         the first to run its forward selects, the others reuse the rows, so the input is kept once, and
+//         the sampler learns the norm of their concatenated output gradient -- the fused [q;k;v] weight's.
 //      b) delivery: accumulate into `dweight`, or IMMEDIATE: the gradient of this backward is formed in a
 //         layer-sized scratch and handed to `on_weight_grad(W, dW, n)` at once, which updates W in place
 //         (SGD/AdamW with per-layer state). The input gradient is computed BEFORE the callback, with the
@@ -77,9 +80,28 @@ struct RowSampler {
     // inp (N,C). Fills rows (k indices in [0,N)) and weights (k) such that
     // sum_i weights[i] * dout[rows[i]]^T inp[rows[i]] is an unbiased estimate of dout^T inp for any dout.
     virtual void select(const Real* inp, int N, int C, std::vector<int>& rows, std::vector<Real>& weights) = 0;
-    // Called by Linear::backward with the layer's real output gradient dout (N,OC) before the weight gradient
-    // is formed, so a sampler can learn the ||dY_i|| it has to guess at the next forward (WTA-CRS).
-    virtual void observe_output_grad(const Real* dout, int N, int OC) {}
+    // Called after the backward of the Linears that read the sampled input with sq_norms (N) = ||dY_i||^2 of
+    // their real output gradients (summed over them when several share the rows), before the weight gradients
+    // are formed, so a sampler can learn the ||dY_i|| it has to guess at the next forward (WTA-CRS).
+    virtual void observe_output_norms(const std::vector<double>& sq_norms) {}
+};
+
+// The rows of an input kept for sampled weight gradients (4a), shared by the `readers` Linears that read that
+// input and share one sampler (or owned by one Linear: readers 1). A round is one forward of every reader
+// (the first selects and gathers; the rest check they got the same input) and then their backwards (each
+// adds its ||dY_i||^2; the last hands the sums to the sampler).
+template <typename Real>
+struct SampledRows {
+    int readers = 1;
+    std::vector<int> rows;      // (k) chosen rows of the input
+    std::vector<Real> weights;  // (k)
+    std::vector<Real> inp;      // (k,in) those rows
+    const void* selector = nullptr;  // the Linear that selected (counts these bytes in its kept_sample_bytes)
+    const Real* source = nullptr;    // the input they came from, (source_rows, source_cols)
+    int source_rows = 0, source_cols = 0;
+    int forwards = 0, backwards = 0;  // of this round, each < readers
+    std::vector<double> dout_sq;      // (N) sum over this round's backwards of ||dY_i||^2
+    size_t bytes() const { return sizeof(Real) * (weights.capacity() + inp.capacity()) + sizeof(int) * rows.capacity(); }
 };
 
 // The immediate-update callback (4b): param (n) is updated in place from grad (n), this layer's full
@@ -110,6 +132,7 @@ class Linear {
     std::shared_ptr<const QuantizedWeight> quant;   // float only; a quantized base is frozen
     std::vector<LoraAdapter<Real>> adapters;
     std::shared_ptr<RowSampler<Real>> sampler;      // null: exact weight gradient
+    std::shared_ptr<SampledRows<Real>> kept_rows;   // the sampler's rows; null: own (made on first use)
     WeightUpdateFn<Real> on_weight_grad;            // set: immediate update instead of dweight
     Real* immediate_scratch = nullptr;              // (out*in) shared scratch for the immediate path; null: own
     std::shared_ptr<LinearScratch<Real>> scratch;   // temporaries, shared with the model's other Linears
@@ -140,8 +163,8 @@ class Linear {
 
     // What this layer holds beyond its views and the shared scratch (kept samples, the immediate-path gradient)
     size_t scratch_bytes() const;
-    // Bytes the sampled path kept at the last forward: the input rows (k*in) and the adapters' u (N*r each);
-    // 0 without a sampler. Part of scratch_bytes().
+    // Bytes the sampled path kept at the last forward: the input rows (k*in, counted by the Linear that selected
+    // them when several share them) and the adapters' u (N*r each); 0 without a sampler. Part of scratch_bytes().
     size_t kept_sample_bytes() const;
 
   private:
@@ -154,9 +177,8 @@ class Linear {
 
     std::vector<std::vector<Real>> adapter_u_kept_;  // per adapter (N,r): kept from the forward when sampled()
     std::vector<Real> own_scratch_; // (out,in) immediate-path gradient when no shared scratch is given
-    std::vector<int> sample_rows_;  // (k) rows kept by the sampler at the last forward
-    std::vector<Real> sample_w_;    // (k)
-    std::vector<Real> sample_inp_;  // (k,in) those rows of the input
+    SampledRows<Real>& rows_kept();  // kept_rows (made on first use when none was given)
+    bool counts_rows() const { return kept_rows && kept_rows->selector == this; }
 };
 
 }  // namespace llmq

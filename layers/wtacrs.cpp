@@ -91,18 +91,16 @@ void WtaCrsSampler<Real>::select(const Real* inp, int N, int C, std::vector<int>
 }
 
 template <typename Real>
-void WtaCrsSampler<Real>::observe_output_grad(const Real* dout, int N, int OC) {
+void WtaCrsSampler<Real>::observe_output_norms(const std::vector<double>& sq_norms) {
+    const int N = (int)sq_norms.size();
     size_t need = period_ > 0 ? (size_t)std::min(N, period_) : (size_t)N;
     if (proxy_.size() < need) proxy_.resize(need, 0.0);
     // the mean ||dY_i|| over the rows at each position this backward, then the EMA (first value taken as is)
     std::vector<double> sum(proxy_.size(), 0.0);
     std::vector<int> count(proxy_.size(), 0);
     for (int i = 0; i < N; i++) {
-        const Real* d = dout + (size_t)i * OC;
-        double s = 0;
-        for (int o = 0; o < OC; o++) s += (double)d[o] * d[o];
         size_t pos = period_ > 0 ? (size_t)(i % period_) : (size_t)i;
-        sum[pos] += std::sqrt(s), count[pos]++;
+        sum[pos] += std::sqrt(sq_norms[i]), count[pos]++;
     }
     for (size_t t = 0; t < proxy_.size(); t++) {
         if (!count[t]) continue;

@@ -17,6 +17,11 @@
 // kProxyFloor * mean(g) so that no row with nonzero x gets p = 0 (that would bias the estimate); a row with
 // x_i = 0 gets p = 0, and its contribution dY_i^T x_i is 0 anyway.
 //
+// Sharing: ./train gives the Linears that read one input one sampler and one SampledRows (layers/linear.h): q,k,v
+// keep one sample of norm1's rows, gate,up one of norm2's, instead of three and two. Its p uses the norm of their
+// concatenated output gradient, which is what p_i would be for the fused [q;k;v] (or [gate;up]) weight; each
+// Linear's estimate stays unbiased, as the selection's guarantee holds for any dY.
+//
 // Memory: the Linear keeps only the k sampled rows (Linear::kept_sample_bytes), and the activation plan then
 // does not keep the full input per layer when no other reader needs it (layers/activations.h): norm1 (q,k,v),
 // norm2 (gate, up) and hidden (down) go to one shared one-layer buffer; att (o_proj) too, recomputed in the
@@ -58,8 +63,8 @@ class WtaCrsSampler : public RowSampler<Real> {
 
     // inp (N,C) -> rows (k), weights (k)
     void select(const Real* inp, int N, int C, std::vector<int>& rows, std::vector<Real>& weights) override;
-    // dout (N,OC): updates the proxy from ||dY_i||
-    void observe_output_grad(const Real* dout, int N, int OC) override;
+    // sq_norms (N) = ||dY_i||^2: updates the proxy from ||dY_i||
+    void observe_output_norms(const std::vector<double>& sq_norms) override;
 
     // The state a resumed run needs to draw the same rows: the Rng and the proxy. append_state adds it to out;
     // restore_state reads it back (Error naming the file when short or corrupt).

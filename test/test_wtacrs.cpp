@@ -1,6 +1,6 @@
 // Tests of layers/wtacrs.h: the k formula, winners' weights, unbiasedness of the selection over many draws,
-// lower variance than plain column-row and uniform sampling on heavy-tailed rows, and a Linear with the
-// sampler (dX exact, dW unbiased).
+// lower variance than plain column-row and uniform sampling on heavy-tailed rows, a Linear with the sampler
+// (dX exact, dW unbiased), and Linears reading one input sharing its kept rows.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -181,6 +181,79 @@ void check_linear() {
 }
 TEST(WtaCrs, LinearExactInputGradUnbiasedWeightGradFloat) { check_linear<float>(); }
 TEST(WtaCrs, LinearExactInputGradUnbiasedWeightGradDouble) { check_linear<double>(); }
+
+// Three Linears reading one input (q, k, v) share one sampler and one SampledRows: the rows are chosen once and
+// kept once, each Linear's dX stays exact and its dW unbiased, the sampler learns ||[dY_q dY_k dY_v]_i|| (the
+// fused weight's output gradient), and a reader handed another input is refused.
+TEST(WtaCrs, LinearsReadingOneInputShareTheirRows) {
+    Rng rng(31);
+    const int N = 30, in = 5, k = wtacrs_k(N, 0.3);
+    const std::vector<int> outs = {4, 2, 3};
+    std::vector<double> x = heavy_rows<double>(rng, N, in);
+    std::vector<std::vector<double>> W(3), dW(3), dY(3), dX0(3), dW0(3);
+    std::vector<Linear<double>> lins(3);
+    auto sampler = std::make_shared<WtaCrsSampler<double>>(0.3, 5, 0);
+    auto rows = std::make_shared<SampledRows<double>>();
+    rows->readers = 3;
+    for (int m = 0; m < 3; m++) {
+        W[m].resize((size_t)outs[m] * in), dW[m].resize(W[m].size());
+        for (double& v : W[m]) v = rng.normal();
+        dY[m] = heavy_rows<double>(rng, N, outs[m]);
+        dW0[m] = exact_dw(x, dY[m], N, in, outs[m]);
+        dX0[m].assign((size_t)N * in, 0.0);  // dY_m W_m
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < outs[m]; o++)
+                for (int c = 0; c < in; c++) dX0[m][(size_t)i * in + c] += dY[m][(size_t)i * outs[m] + o] * W[m][(size_t)o * in + c];
+        lins[m] = Linear<double>(in, outs[m], W[m].data(), dW[m].data());
+        lins[m].sampler = sampler;
+        lins[m].kept_rows = rows;
+    }
+    std::vector<std::vector<double>> mean(3);
+    for (int m = 0; m < 3; m++) mean[m].assign(W[m].size(), 0.0);
+    const int draws = 4000;
+    for (int d = 0; d < draws; d++) {
+        for (int m = 0; m < 3; m++) {
+            std::vector<double> y((size_t)N * outs[m]);
+            lins[m].forward(y.data(), x.data(), N);
+        }
+        const std::vector<int> chosen = rows->rows;
+        size_t kept = 0;
+        for (const Linear<double>& l : lins) kept += l.kept_sample_bytes();
+        ASSERT_EQ(kept, sizeof(double) * k * in);  // one copy of the k rows for the three
+        for (int m = 2; m >= 0; m--) {              // the backward runs v, k, q
+            std::vector<double> dX((size_t)N * in, 0.0);
+            std::fill(dW[m].begin(), dW[m].end(), 0.0);
+            lins[m].backward(dX.data(), dY[m].data(), nullptr, N);
+            ASSERT_EQ(rows->rows, chosen);  // the same rows for every reader
+            if (d == 0)
+                for (size_t i = 0; i < dX.size(); i++) ASSERT_NEAR(dX[i], dX0[m][i], 1e-12 * (1 + std::fabs(dX0[m][i])));
+            for (size_t i = 0; i < dW[m].size(); i++) mean[m][i] += dW[m][i] / draws;
+        }
+        if (d == 0) {  // first observation: the proxy is the norm of the concatenated output gradient, per row
+            ASSERT_EQ(sampler->proxy().size(), (size_t)N);
+            for (int i = 0; i < N; i++) {
+                double sq = 0;
+                for (int m = 0; m < 3; m++)
+                    for (int o = 0; o < outs[m]; o++) sq += std::pow(dY[m][(size_t)i * outs[m] + o], 2);
+                ASSERT_NEAR(sampler->proxy()[i], std::sqrt(sq), 1e-12 * std::sqrt(sq)) << "row " << i;
+            }
+        }
+    }
+    for (int m = 0; m < 3; m++) {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < mean[m].size(); i++) num += std::pow(mean[m][i] - dW0[m][i], 2), den += std::pow(dW0[m][i], 2);
+        EXPECT_LT(std::sqrt(num / den), 0.05) << "reader " << m;
+    }
+    // a reader given another input than the one the rows came from
+    std::vector<double> other = x, y((size_t)N * outs[0]), y1((size_t)N * outs[1]);
+    lins[0].forward(y.data(), x.data(), N);
+    try {
+        lins[1].forward(y1.data(), other.data(), N);
+        FAIL() << "a reader of another input was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("sharing sampled rows must read one input"), std::string::npos) << e.what();
+    }
+}
 
 // (e) a short in-process training run with --wtacrs 0.3 on every Linear: it runs and its loss falls
 #include "../tools/shard.h"

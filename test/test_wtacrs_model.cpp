@@ -42,13 +42,20 @@ struct Batch {
     }
 };
 
-enum Which { kAttnOutMlp, kAll };
-// One sampler per chosen Linear of every layer (o, gate, up, down; plus q, k, v for kAll).
+enum Which { kAttnOutMlp, kAll, kAllShared };
+// One sampler per chosen Linear of every layer (o, gate, up, down; plus q, k, v for kAll), or (kAllShared) one per
+// input as ./train attaches them: q,k,v share one sampler and its rows, gate,up another, o and down their own.
 void attach_samplers(ModelCore<double>& m, double ratio, Which which, uint64_t seed) {
     for (TransformerLayer<double>& L : m.layers()) {
-        std::vector<Linear<double>*> lins = {&L.o, &L.gate, &L.up, &L.down};
-        if (which == kAll) lins.insert(lins.end(), {&L.q, &L.k, &L.v});
-        for (Linear<double>* lin : lins) lin->sampler = std::make_shared<WtaCrsSampler<double>>(ratio, seed++, 12);
+        std::vector<std::vector<Linear<double>*>> groups = {{&L.o}, {&L.gate}, {&L.up}, {&L.down}};
+        if (which == kAll) groups.insert(groups.end(), {{&L.q}, {&L.k}, {&L.v}});
+        if (which == kAllShared) groups = {{&L.q, &L.k, &L.v}, {&L.o}, {&L.gate, &L.up}, {&L.down}};
+        for (const std::vector<Linear<double>*>& group : groups) {
+            auto sampler = std::make_shared<WtaCrsSampler<double>>(ratio, seed++, 12);
+            auto rows = std::make_shared<SampledRows<double>>();
+            rows->readers = (int)group.size();
+            for (Linear<double>* lin : group) lin->sampler = sampler, lin->kept_rows = rows;
+        }
     }
 }
 
@@ -68,7 +75,7 @@ bool has_tensor(const ModelCore<double>& m, const std::string& name) {
 bool is_sampled_weight(const std::string& name, Which which) {
     for (const char* s : {"o_proj", "gate_proj", "up_proj", "down_proj"})
         if (name.find(s) != std::string::npos) return true;
-    if (which == kAll)
+    if (which != kAttnOutMlp)
         for (const char* s : {"q_proj", "k_proj", "v_proj"})
             if (name.find(s) != std::string::npos) return true;
     return false;
@@ -111,7 +118,7 @@ TEST(WtaCrsModel, GradientsExactOutsideTheSampledWeights) {
     Batch batch(c.vocab_size, 8);
     ModelCore<double> exact(c, 21);
     const std::vector<double> g0 = gradients(exact, batch);
-    for (Which which : {kAttnOutMlp, kAll}) {
+    for (Which which : {kAttnOutMlp, kAll, kAllShared}) {
         ModelCore<double> sampled(c, 21), every_row(c, 21);
         attach_samplers(sampled, 0.3, which, 9);
         attach_samplers(every_row, 1.0, which, 9);

@@ -182,6 +182,44 @@ std::vector<std::string> wtacrs_modules(const std::string& spec) {
     return out;
 }
 
+// One WTA-CRS sampler per group of the --wtacrs-layers Linears that read one input -- the chosen ones of q,k,v
+// (norm1), o (att), the chosen ones of gate,up (norm2), down (hidden) in each layer -- sharing one SampledRows, so
+// that input's rows are kept once (layers/linear.h). Seeded from --seed and the group's first Linear; named by
+// the group's Linears joined with '+' (the checkpoint's section names them).
+NamedSamplers attach_wtacrs_samplers(Model& model, const TrainOptions& o, int T) {
+    const std::vector<std::string> mods = wtacrs_modules(o.wtacrs_layers);
+    const std::vector<std::vector<std::string>> groups = {{"q", "k", "v"}, {"o"}, {"gate", "up"}, {"down"}};
+    // named_linears: per layer q,k,v,o,gate,up,down (then lm_head, never sampled); i numbers them in that order
+    auto linears = named_linears(model);
+    NamedSamplers samplers;
+    for (size_t layer_start = 0; layer_start + 7 <= linears.size(); layer_start += 7)
+        for (const std::vector<std::string>& group : groups) {
+            std::vector<size_t> members;  // indices into linears
+            for (size_t i = layer_start; i < layer_start + 7; i++) {
+                const std::string& name = linears[i].first;
+                std::string module = name.substr(name.rfind('.') + 1);  // q_proj -> q
+                module = module.substr(0, module.find("_proj"));
+                if (std::find(group.begin(), group.end(), module) != group.end() &&
+                    std::find(mods.begin(), mods.end(), module) != mods.end())
+                    members.push_back(i);
+            }
+            if (members.empty()) continue;
+            const uint64_t seed = o.seed ^ (0xC2B2AE3D27D4EB4Full * (members[0] + 1));
+            auto sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
+            auto rows = std::make_shared<SampledRows<float>>();
+            rows->readers = (int)members.size();
+            std::string name = linears[members[0]].first;
+            for (size_t m = 0; m < members.size(); m++) {
+                Linear<float>* lin = linears[members[m]].second;
+                lin->sampler = sampler;
+                lin->kept_rows = rows;
+                if (m > 0) name += "+" + linears[members[m]].first.substr(linears[members[m]].first.rfind('.') + 1);
+            }
+            samplers.emplace_back(name, sampler);
+        }
+    return samplers;
+}
+
 double available_memory_bytes() {
     std::ifstream in("/proc/meminfo");
     std::string key;
@@ -373,25 +411,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         method.start_fresh();
     }
     result.first_step = step;
-    // WTA-CRS: one sampler per chosen Linear, seeded from --seed and the layer; their Rng and ||dY|| proxy are
-    // checkpointed (a "wtacrs" state section), so a resumed run draws the same rows
-    NamedSamplers samplers;
-    if (o.wtacrs > 0) {
-        std::vector<std::string> mods = wtacrs_modules(o.wtacrs_layers);
-        // named_linears: per layer q,k,v,o,gate,up,down (then lm_head, never sampled); i numbers them in that order
-        auto linears = named_linears(model);
-        for (size_t i = 0; i < linears.size(); i++) {
-            const std::string& name = linears[i].first;
-            if (name == "lm_head") continue;
-            std::string module = name.substr(name.rfind('.') + 1);  // q_proj -> q
-            module = module.substr(0, module.find("_proj"));
-            if (std::find(mods.begin(), mods.end(), module) == mods.end()) continue;
-            uint64_t seed = o.seed ^ (0xC2B2AE3D27D4EB4Full * (i + 1));
-            auto sampler = std::make_shared<WtaCrsSampler<float>>(o.wtacrs, seed, T);
-            linears[i].second->sampler = sampler;
-            samplers.emplace_back(name, sampler);
-        }
-    }
+    // WTA-CRS: one sampler per group of chosen Linears reading one input (wtacrs_samplers); their Rng and ||dY||
+    // proxy are checkpointed (a "wtacrs" state section), so a resumed run draws the same rows
+    NamedSamplers samplers = o.wtacrs > 0 ? attach_wtacrs_samplers(model, o, T) : NamedSamplers{};
     if (!ckpt_path.empty()) {
         const StateSection* wtacrs_state = resumed.section("wtacrs");
         LLMQ_CHECK(samplers.empty() || wtacrs_state, "%s: --wtacrs %g, but the checkpoint holds no WTA-CRS sampler "
@@ -417,9 +439,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     if (!ckpt_path.empty()) fprintf(log, "resumed from %s at step %lld\n", ckpt_path.c_str(), (long long)step);
     if (init_from_hf) fprintf(log, "initialised from %s\n", o.init_from.c_str());
     if (wtacrs_count)
-        fprintf(log, "wtacrs: ratio %g on %zu Linears (%s): weight gradients from sampled rows; the inputs only they "
-                "read are not kept (mem_activations counts the kept rows, wtacrs_kept_bytes alone)\n", o.wtacrs,
-                wtacrs_count, o.wtacrs_layers.c_str());
+        fprintf(log, "wtacrs: ratio %g on %s: weight gradients from %zu samples of rows (Linears reading one input "
+                "share one); the inputs only they read are not kept (mem_activations counts the kept rows, "
+                "wtacrs_kept_bytes alone)\n", o.wtacrs, o.wtacrs_layers.c_str(), wtacrs_count);
 
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     int val_batch_count = 0;
