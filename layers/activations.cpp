@@ -15,7 +15,7 @@ namespace {
 // The one-layer buffers of the dropped inputs (activations.h), shared by every layer that drops them.
 template <typename Real>
 struct SharedInputs {
-    Real *norm1 = nullptr, *att = nullptr, *norm2 = nullptr, *hidden = nullptr;
+    Real *norm1 = nullptr, *att = nullptr, *norm2 = nullptr, *hidden = nullptr, *gate = nullptr, *up = nullptr;
     void point_dropped_at_shared(Activations<Real>& a) const {
         for (size_t l = 0; l < a.layers.size(); l++) {
             LayerActivations<Real>& la = a.layers[l];
@@ -23,6 +23,7 @@ struct SharedInputs {
             if (a.dropped[l] & kDropAtt) la.att = att;
             if (a.dropped[l] & kDropNorm2) la.norm2 = norm2;
             if (a.dropped[l] & kDropHidden) la.hidden = hidden;
+            if (a.dropped[l] & kDropGateUp) la.gate = gate, la.up = up;
         }
     }
 };
@@ -82,14 +83,20 @@ void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carve
         fw.add(p + "mid", &la.mid, N * C);
         fw.add(p + "rstd2", &la.rstd2, N);
         if (!(drop & kDropNorm2)) fw.add(p + "norm2", &la.norm2, N * C);
-        fw.add(p + "gate", &la.gate, N * F, true);
-        fw.add(p + "up", &la.up, N * F, true);
+        if (!(drop & kDropGateUp)) {
+            fw.add(p + "gate", &la.gate, N * F, true);
+            fw.add(p + "up", &la.up, N * F, true);
+        }
         if (!(drop & kDropHidden)) fw.add(p + "hidden", &la.hidden, N * F);
     }
     if (any_dropped & kDropNorm1) fw.add("shared.norm1", &shared.norm1, N * C);
     if (any_dropped & kDropAtt) fw.add("shared.att", &shared.att, N * QD);
     if (any_dropped & kDropNorm2) fw.add("shared.norm2", &shared.norm2, N * C);
     if (any_dropped & kDropHidden) fw.add("shared.hidden", &shared.hidden, N * F);
+    if (any_dropped & kDropGateUp) {
+        fw.add("shared.gate", &shared.gate, N * F, true);
+        fw.add("shared.up", &shared.up, N * F, true);
+    }
     fw.add("final.residual", &a.residual[c.n_layers], N * C);
     fw.add("final.rstd", &a.rstdf, N);
     fw.add("final.norm", &a.normf, N * C);

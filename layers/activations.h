@@ -26,6 +26,11 @@
 // layer l's pointer leads into ONE shared (N,width) buffer that every such layer overwrites at its forward
 // ("shared.norm1", ...). att is then recomputed from the kept q, k, v by attention's forward in the backward,
 // into that shared buffer. dropped[l] holds the DroppedInput bits of layer l.
+//
+// Recomputation (ModelCore::set_recompute_mlp): gate and up (2F floats per row, the largest tensors a layer
+// keeps) go to shared buffers too, and the backward recomputes them with the gate/up products from norm2 --
+// norm2 itself recomputed from mid by the RMSNorm forward when it was dropped -- at the cost of those two
+// products once more. The recomputed values are the forward's bit for bit (same ops on the same inputs).
 #pragma once
 
 #include <cstddef>
@@ -37,7 +42,9 @@
 
 namespace llmq {
 
-enum DroppedInput : uint8_t { kDropNorm1 = 1, kDropAtt = 2, kDropNorm2 = 4, kDropHidden = 8 };
+// kDropGateUp is not an input: SwiGLU's backward reads gate and up, so dropping them (ModelCore::set_recompute_mlp)
+// means recomputing them in the backward from norm2 (itself recomputed from mid when dropped), into shared buffers.
+enum DroppedInput : uint8_t { kDropNorm1 = 1, kDropAtt = 2, kDropNorm2 = 4, kDropHidden = 8, kDropGateUp = 16 };
 
 template <typename Real>
 struct LayerActivations {

@@ -77,8 +77,7 @@ const Real* Linear<Real>::base_weight() {
 }
 
 template <typename Real>
-void Linear<Real>::forward(Real* y, const Real* inp, int N) {
-    check();
+void Linear<Real>::product(Real* y, const Real* inp, int N, bool keep_u) {
     // base: y = x W^T
     bool fused = false;
     if constexpr (std::is_same<Real, float>::value) fused = quant && quant->fused_forward(y, inp, N);
@@ -86,8 +85,7 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
 
     // adapters: y += scale * (x A^T) B^T (x: drop(x) with dropout); u = x A^T is kept for the backward only
     // when the input is not
-    const bool keep_u = sampled();
-    adapter_u_kept_.resize(keep_u ? adapters.size() : 0);
+    if (keep_u) adapter_u_kept_.resize(adapters.size());
     const Real* ax = adapter_input(inp, N);  // inp itself unless dropping
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
@@ -96,6 +94,20 @@ void Linear<Real>::forward(Real* y, const Real* inp, int N) {
         matmul_forward_cpu(u.data(), ax, a.A, N, in, a.rank);
         gemm_cpu(false, true, N, out, a.rank, a.scale, u.data(), a.rank, a.B, a.rank, Real(1), y, out);
     }
+}
+
+template <typename Real>
+void Linear<Real>::recompute(Real* y, const Real* inp, int N) {
+    check();
+    product(y, inp, N, false);
+}
+
+template <typename Real>
+void Linear<Real>::forward(Real* y, const Real* inp, int N) {
+    check();
+    const bool keep_u = sampled();
+    if (!keep_u) adapter_u_kept_.clear();
+    product(y, inp, N, keep_u);
 
     // sampled weight gradients: keep only the chosen rows of the input (the first reader of a shared input
     // selects them; the others reuse them)

@@ -156,6 +156,9 @@ class Linear {
 
     // out (N,out) = inp (N,in) W^T + sum over adapters. Overwrites out. With a sampler, keeps the chosen rows.
     void forward(Real* out_, const Real* inp, int N);
+    // out (N,out) = the forward's product again, for a backward that recomputes a dropped output (overwrites out):
+    // the same numbers as forward gave, and nothing kept or selected (the forward's sample stays).
+    void recompute(Real* out_, const Real* inp, int N);
     // dinp (N,in) += dout W (+ adapters), unless dinp is null; adapter and base weight gradients as configured.
     // inp is the forward's input (N,in), or null when !needs_input_in_backward(); the base weight must be the
     // one the forward used.
@@ -177,6 +180,8 @@ class Linear {
 
     std::vector<std::vector<Real>> adapter_u_kept_;  // per adapter (N,r): kept from the forward when sampled()
     std::vector<Real> own_scratch_; // (out,in) immediate-path gradient when no shared scratch is given
+    // y = x W^T + adapters; their u = x A^T into adapter_u_kept_ when keep_u (sampled), else the scratch
+    void product(Real* y, const Real* inp, int N, bool keep_u);
     SampledRows<Real>& rows_kept();  // kept_rows (made on first use when none was given)
     bool counts_rows() const { return kept_rows && kept_rows->selector == this; }
 };

@@ -234,6 +234,11 @@ void ModelCore<Real>::backward(Real loss_scale) {
         // MLP block. dres holds d/d(out), which is also the skip path's d/d(mid); the norm path adds to it.
         zero(A.dhidden, NF);
         L.down.backward(A.dhidden, A.dres, kept(a.hidden, A.dropped[l] & kDropHidden), N);
+        if (A.dropped[l] & kDropGateUp) {  // recompute gate and up (and the norm2 they read, if dropped)
+            if (A.dropped[l] & kDropNorm2) rmsnorm_forward_cpu(a.norm2, a.rstd2, a.mid, L.ln2, N, C, (Real)c.norm_eps);
+            L.gate.recompute(a.gate, a.norm2, N);
+            L.up.recompute(a.up, a.norm2, N);
+        }
         // in place: dgate over gate, dup over up (the saved pre-activations are spent after this)
         swiglu_backward_cpu(a.gate, a.up, A.dhidden, a.gate, a.up, NF);
         Real *dgate = a.gate, *dup = a.up;
@@ -283,6 +288,8 @@ std::vector<uint8_t> ModelCore<Real>::dropped_inputs() const {
         if (unread({&L.gate, &L.up})) dropped[l] |= kDropNorm2;
         if (unread({&L.down})) dropped[l] |= kDropHidden;
     }
+    if (recompute_mlp_)
+        for (uint8_t& d : dropped) d |= kDropGateUp;
     return dropped;
 }
 

@@ -64,6 +64,9 @@ class ModelCore {
     // Keep every layer input whatever the Linears need (for readers of the saved activations after a forward:
     // calibration); off by default.
     void set_keep_all_inputs(bool keep) { keep_all_inputs_ = keep; }
+    // Keep no gate/up per layer: the backward recomputes them (activations.h, "Recomputation"); off by default.
+    // Losses and gradients are the same bit for bit (tested); the cost is the gate and up products once more.
+    void set_recompute_mlp(bool on) { recompute_mlp_ = on; }
     // The classifier of a forward with targets runs over chunks of this many rows (0: the whole batch at once):
     // logits (rows,V) for the loss, recomputed in the backward for dlogits, so a training step never holds the
     // (N,V) logits (for a 32k vocabulary and 4096 tokens: 512 MB in fp32) at the cost of one more lm_head
@@ -81,7 +84,7 @@ class ModelCore {
     void classifier_rows(int r0, int R);
 
     ModelConfig config_;
-    bool keep_all_inputs_ = false;
+    bool keep_all_inputs_ = false, recompute_mlp_ = false;
     int classifier_chunk_ = kDefaultClassifierChunk;
     std::vector<ParamTensor> tensors_;
     std::vector<Real> params_, grads_;

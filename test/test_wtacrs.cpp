@@ -279,3 +279,32 @@ TEST(WtaCrs, TrainingRunWithSamplerLossFalls) {
     o.wtacrs_layers = "mlp,bogus";
     EXPECT_THROW(train(o, stdout), Error);
 }
+
+// --recompute mlp in ./train: the same losses bit for bit as keeping gate and up, with less activation memory
+// (exact gradients and WTA-CRS 0.3 on every Linear); an unknown --recompute is refused by name.
+TEST(WtaCrs, TrainingWithRecomputedMlpHasTheSameLosses) {
+    const std::string data = llmq_test::markov_corpus("recompute_data", 43, 3000, 300, 64);
+    for (float ratio : {0.0f, 0.3f}) {
+        TrainOptions o = llmq_test::adapter_test_run(data, llmq_test::temp_dir("recompute_kept"));
+        o.steps = 6, o.threads = 1, o.sample_tokens = 0, o.wtacrs = ratio, o.wtacrs_layers = "all";
+        TrainOptions r = o;
+        r.out = llmq_test::temp_dir("recompute_mlp"), r.recompute = "mlp";
+        TrainResult kept, recomputed;
+        const std::string log_kept = llmq_test::train_and_read_log(o, &kept);
+        const std::string log_recomputed = llmq_test::train_and_read_log(r, &recomputed);
+        ASSERT_EQ(kept.losses.size(), 6u);
+        EXPECT_EQ(kept.losses, recomputed.losses) << "ratio " << ratio;
+        EXPECT_EQ(kept.val_loss, recomputed.val_loss);
+        EXPECT_NE(log_recomputed.find("recompute: mlp"), std::string::npos);
+        auto activations = [](const std::string& dir) {
+            const std::string m = llmq_test::read_text(dir + "/metrics.jsonl");
+            const size_t at = m.rfind("\"mem_activations\":");
+            return std::stod(m.substr(m.find(':', at) + 1));
+        };
+        // the 2 layers' gate and up (2 x 128 floats per row, 4 x 32 rows) become one layer's, in shared buffers
+        EXPECT_EQ(activations(o.out) - activations(r.out), 4.0 * 2 * 128 * 4 * 32 * (2 - 1)) << "ratio " << ratio;
+    }
+    TrainOptions bad = llmq_test::adapter_test_run(data, llmq_test::temp_dir("recompute_bad"));
+    bad.recompute = "attention";
+    llmq_test::expect_error([&] { train(bad, stdout); }, {"--recompute 'attention' is unknown (none, mlp)"});
+}

@@ -138,6 +138,29 @@ TEST(WtaCrsModel, GradientsExactOutsideTheSampledWeights) {
     }
 }
 
+// Recomputing gate and up in the backward (set_recompute_mlp) gives the same loss and gradients bit for bit, with
+// exact gradients and with WTA-CRS (where norm2 is dropped and recomputed too: the selection happens only at the
+// forward, so the same rows are drawn), and the plan holds one shared gate/up instead of L.
+TEST(WtaCrsModel, RecomputedMlpGivesTheSameGradients) {
+    const ModelConfig c = small_config();
+    Batch batch(c.vocab_size, 13);
+    const size_t N = (size_t)batch.B * batch.T, L = c.n_layers, F = c.ffn_dim;
+    for (bool sampled : {false, true}) {
+        ModelCore<double> kept(c, 31), recomputed(c, 31);
+        recomputed.set_recompute_mlp(true);
+        if (sampled) attach_samplers(kept, 0.3, kAllShared, 4), attach_samplers(recomputed, 0.3, kAllShared, 4);
+        const std::vector<double> g0 = gradients(kept, batch), g1 = gradients(recomputed, batch);
+        for (size_t i = 0; i < N; i++) ASSERT_EQ(kept.activations().losses[i], recomputed.activations().losses[i]);
+        for (size_t i = 0; i < g0.size(); i++) ASSERT_EQ(g0[i], g1[i]) << "parameter " << i << (sampled ? " (sampled)" : "");
+        EXPECT_FALSE(has_tensor(recomputed, "layers.0.gate") || has_tensor(recomputed, "layers.0.up"));
+        EXPECT_TRUE(has_tensor(recomputed, "shared.gate") && has_tensor(recomputed, "shared.up"));
+        EXPECT_EQ(sampled, !has_tensor(recomputed, "layers.0.norm2"));
+        EXPECT_EQ(kept.activations().bytes() - recomputed.activations().bytes(), sizeof(double) * (L - 1) * N * 2 * F);
+        EXPECT_EQ(Activations<double>::bytes_for(c, batch.B, batch.T, recomputed.dropped_inputs()),
+                  recomputed.activations().bytes());
+    }
+}
+
 // LoRA + WTA-CRS on a frozen base: u = x A^T is kept from the forward, so dB and dX are exact, dA comes from
 // the sampled rows and is unbiased over many draws; the layer keeps k rows and u instead of its input.
 TEST(WtaCrsModel, LoraAdapterWithSamplerExactDbUnbiasedDa) {

@@ -109,6 +109,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("wtacrs", &o.wtacrs, "WTA-CRS: keep this fraction of rows for sampled weight gradients (0: off, exact)");
     f.add("wtacrs-layers", &o.wtacrs_layers, "Linears sampled by --wtacrs: comma list of attn-out, mlp, qkv, all, "
           "or q,k,v,o,gate,up,down");
+    f.add("recompute", &o.recompute, "activation recomputation: none, or mlp (keep no gate/up per layer: the backward "
+          "recomputes them, 2 of a layer's 7 products once more; same losses)");
 }
 
 void apply_checkpoint_flags(FlagSet& flags, const CheckpointInfo& info) {
@@ -156,6 +158,8 @@ void check_options(const TrainOptions& o) {
                            {"sample-every", o.sample_every}, {"sample-tokens", o.sample_tokens}})
         LLMQ_CHECK(v >= 0, "--%s %d must not be negative", name, v);
     LLMQ_CHECK(o.wtacrs >= 0 && o.wtacrs <= 1, "--wtacrs %g must be in [0, 1] (0: off)", o.wtacrs);
+    LLMQ_CHECK(o.recompute == "none" || o.recompute == "mlp", "--recompute '%s' is unknown (none, mlp)",
+               o.recompute.c_str());
 }
 
 // --wtacrs-layers as module short names (q,k,v,o,gate,up,down); an unknown name is an error naming the flag.
@@ -235,7 +239,8 @@ void check_memory(const ModelConfig& c, const TrainOptions& o) {
     // params, grads, AdamW m and v (8-bit: ~2.03 bytes per parameter for both moments)
     double state = (8.0 + (o.optimizer == "adamw8bit" ? 2.04 : 8.0)) * c.num_params();
     // the activation plan of a training step, keeping every layer input (what WTA-CRS drops only lowers it)
-    double acts = (double)Activations<float>::bytes_for(c, o.batch, o.seq, {}, kDefaultClassifierChunk);
+    const std::vector<uint8_t> dropped(c.n_layers, o.recompute == "mlp" ? kDropGateUp : 0);
+    double acts = (double)Activations<float>::bytes_for(c, o.batch, o.seq, dropped, kDefaultClassifierChunk);
     double avail = available_memory_bytes(), GiB = 1024.0 * 1024.0 * 1024.0;
     LLMQ_CHECK(state < avail, "--model %s: parameters, gradients and AdamW state need %.1f GiB, more than the %.1f GiB "
                "of memory available", o.model.c_str(), state / GiB, avail / GiB);
@@ -387,6 +392,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     // ---- model, optimizer, state
     Model model(cfg, o.seed);
     if (init_from_hf) load_hf_weights(o.init_from, model);
+    model.core().set_recompute_mlp(o.recompute == "mlp");
     OptimizerConfig ocfg;
     ocfg.lr = o.lr;
     ocfg.min_lr_ratio = o.min_lr_ratio;
@@ -438,6 +444,8 @@ TrainResult train(const TrainOptions& o, FILE* log) {
             o.grad_accum, B * T * o.grad_accum, o.steps, o.lr, omp_get_max_threads());
     if (!ckpt_path.empty()) fprintf(log, "resumed from %s at step %lld\n", ckpt_path.c_str(), (long long)step);
     if (init_from_hf) fprintf(log, "initialised from %s\n", o.init_from.c_str());
+    if (o.recompute == "mlp")
+        fprintf(log, "recompute: mlp: gate and up are not kept per layer; the backward recomputes them\n");
     if (wtacrs_count)
         fprintf(log, "wtacrs: ratio %g on %s: weight gradients from %zu samples of rows (Linears reading one input "
                 "share one); the inputs only they read are not kept (mem_activations counts the kept rows, "

@@ -86,6 +86,8 @@ struct TrainOptions {
     // WTA-CRS sampled weight gradients (layers/wtacrs.h): ratio 0 = off; which Linears of every layer
     float wtacrs = 0;
     std::string wtacrs_layers = "attn-out,mlp";
+    // activation recomputation (layers/activations.h): none, or mlp (gate and up recomputed in the backward)
+    std::string recompute = "none";
 };
 
 // Binds every field of opts to a flag of the same name (dashes for underscores) with its help text.
