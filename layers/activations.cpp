@@ -12,21 +12,46 @@ namespace llmq {
 
 namespace {
 
-// The one-layer buffers of the dropped inputs (activations.h), shared by every layer that drops them.
-template <typename Real>
-struct SharedInputs {
-    Real *norm1 = nullptr, *att = nullptr, *norm2 = nullptr, *hidden = nullptr, *gate = nullptr, *up = nullptr;
-    void point_dropped_at_shared(Activations<Real>& a) const {
-        for (size_t l = 0; l < a.layers.size(); l++) {
-            LayerActivations<Real>& la = a.layers[l];
-            if (a.dropped[l] & kDropNorm1) la.norm1 = norm1;
-            if (a.dropped[l] & kDropAtt) la.att = att;
-            if (a.dropped[l] & kDropNorm2) la.norm2 = norm2;
-            if (a.dropped[l] & kDropHidden) la.hidden = hidden;
-            if (a.dropped[l] & kDropGateUp) la.gate = gate, la.up = up;
-        }
+// Where the one-layer workspace (activations.h) puts each of its tensors, in floats from its start per row
+// (times N for the offset): what the MLP's backward holds at once, then what the attention's holds at once; the
+// forward's dropped tensors take places of the backward's, which is not running.
+struct WorkspaceLayout {
+    size_t dhidden = 0, gate = 0, up = 0, norm = 0;         // MLP phase; hidden (forward) in dhidden's place
+    size_t datt = 0, dq = 0, dk = 0, dv = 0, dk_pre = 0, att = 0;  // attention phase; dq_pre in datt's place
+    size_t width = 0;
+    WorkspaceLayout(const ModelConfig& c, uint8_t any_dropped) {
+        const size_t C = c.dim, F = c.ffn_dim, QD = (size_t)c.n_heads * c.head_dim(), KD = (size_t)c.n_kv_heads * c.head_dim();
+        size_t mlp = F;  // dhidden
+        if (any_dropped & kDropGateUp) gate = mlp, up = mlp + F, mlp += 2 * F;
+        if (any_dropped & (kDropNorm1 | kDropNorm2)) norm = mlp, mlp += C;
+        dq = QD, dk = 2 * QD, dv = dk + KD, dk_pre = dv + KD;
+        size_t attention = dk_pre + KD;
+        if (any_dropped & kDropAtt) att = attention, attention += QD;
+        width = std::max(mlp, attention);
     }
 };
+
+// Points the workspace's tensors, and the dropped tensors of every layer, at their places in it.
+template <typename Real>
+void point_into_workspace(Activations<Real>& a, const ModelConfig& c) {
+    uint8_t any_dropped = 0;  // (request_all has the same union)
+    for (uint8_t d : a.dropped) any_dropped |= d;
+    const WorkspaceLayout w(c, any_dropped);
+    const size_t N = (size_t)a.B * a.T;
+    Real* ws = a.workspace;
+    a.dhidden = ws + N * w.dhidden;
+    a.datt = a.dq_pre = ws + N * w.datt;
+    a.dq = ws + N * w.dq, a.dk = ws + N * w.dk, a.dv = ws + N * w.dv, a.dk_pre = ws + N * w.dk_pre;
+    for (size_t l = 0; l < a.layers.size(); l++) {
+        LayerActivations<Real>& la = a.layers[l];
+        const uint8_t d = a.dropped[l];
+        if (d & kDropNorm1) la.norm1 = ws + N * w.norm;
+        if (d & kDropNorm2) la.norm2 = ws + N * w.norm;
+        if (d & kDropAtt) la.att = ws + N * w.att;
+        if (d & kDropHidden) la.hidden = ws + N * w.dhidden;
+        if (d & kDropGateUp) la.gate = ws + N * w.gate, la.up = ws + N * w.up;
+    }
+}
 
 // Collects (pointer, size) requests, then allocates once and points each at its slice.
 template <typename Real>
@@ -59,11 +84,10 @@ struct Carver {
 
 // Registers every tensor of the plan for (B,T): the forward's into fw, the backward scratch into bw,
 // pointing at a's fields (a.residual and a.layers must already have their L+1 and L entries).
-// a.dropped must already hold L entries. The layers that drop an input are pointed at its shared
-// buffer after carving (point_dropped_at_shared).
+// a.dropped must already hold L entries. The dropped tensors are pointed into the workspace after carving
+// (point_into_workspace).
 template <typename Real>
-void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carver<Real>& fw, Carver<Real>& bw,
-                 SharedInputs<Real>& shared) {
+void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carver<Real>& fw, Carver<Real>& bw) {
     const size_t N = (size_t)B * T, C = c.dim, F = c.ffn_dim, V = c.vocab_size, hd = c.head_dim();
     const size_t QD = (size_t)c.n_heads * hd, KD = (size_t)c.n_kv_heads * hd;
     uint8_t any_dropped = 0;
@@ -89,14 +113,6 @@ void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carve
         }
         if (!(drop & kDropHidden)) fw.add(p + "hidden", &la.hidden, N * F);
     }
-    if (any_dropped & kDropNorm1) fw.add("shared.norm1", &shared.norm1, N * C);
-    if (any_dropped & kDropAtt) fw.add("shared.att", &shared.att, N * QD);
-    if (any_dropped & kDropNorm2) fw.add("shared.norm2", &shared.norm2, N * C);
-    if (any_dropped & kDropHidden) fw.add("shared.hidden", &shared.hidden, N * F);
-    if (any_dropped & kDropGateUp) {
-        fw.add("shared.gate", &shared.gate, N * F, true);
-        fw.add("shared.up", &shared.up, N * F, true);
-    }
     fw.add("final.residual", &a.residual[c.n_layers], N * C);
     fw.add("final.rstd", &a.rstdf, N);
     fw.add("final.norm", &a.normf, N * C);
@@ -107,19 +123,7 @@ void request_all(Activations<Real>& a, const ModelConfig& c, int B, int T, Carve
 
     bw.add("dres", &a.dres, N * C);
     bw.add("dnorm", &a.dnorm, N * C);
-    bw.add("dblock", &a.dblock, N * std::max(F, 2 * QD + 3 * KD));
-}
-
-// The block gradients inside dblock (activations.h: the MLP's and the attention's never live at once).
-template <typename Real>
-void point_block_gradients(Activations<Real>& a, const ModelConfig& c) {
-    const size_t N = (size_t)a.B * a.T, hd = c.head_dim(), QD = (size_t)c.n_heads * hd, KD = (size_t)c.n_kv_heads * hd;
-    a.dhidden = a.dblock;                 // MLP: (N,F)
-    a.datt = a.dq_pre = a.dblock;         // attention: (N,QD), dq_pre once datt is spent
-    a.dq = a.dblock + N * QD;             // (N,QD)
-    a.dk = a.dq + N * QD;                 // (N,KD)
-    a.dv = a.dk + N * KD;                 // (N,KD)
-    a.dk_pre = a.dv + N * KD;             // (N,KD)
+    bw.add("workspace", &a.workspace, N * WorkspaceLayout(c, any_dropped).width);
 }
 
 }  // namespace
@@ -145,12 +149,10 @@ void Activations<Real>::plan(const ModelConfig& c, int B_, int T_, const std::ve
     residual.assign(c.n_layers + 1, nullptr);
     layers.assign(c.n_layers, LayerActivations<Real>{});
     Carver<Real> fw, bw;
-    SharedInputs<Real> shared;
-    request_all(*this, c, B, T, fw, bw, shared);
+    request_all(*this, c, B, T, fw, bw);
     fw.carve(buffer, &tensors);
     bw.carve(grad_buffer, nullptr);
-    shared.point_dropped_at_shared(*this);
-    point_block_gradients(*this, c);
+    point_into_workspace(*this, c);
     tokens.assign((size_t)B * T, 0);
     targets.assign((size_t)B * T, kIgnoreIndex);
     rope_tables_cpu(rope_cos, rope_sin, T, c.head_dim(), (Real)c.rope_theta);
@@ -166,8 +168,7 @@ size_t Activations<Real>::bytes_for(const ModelConfig& c, int B, int T, const st
     a.residual.assign(c.n_layers + 1, nullptr);
     a.layers.assign(c.n_layers, LayerActivations<Real>{});
     Carver<Real> fw, bw;
-    SharedInputs<Real> shared;
-    request_all(a, c, B, T, fw, bw, shared);
+    request_all(a, c, B, T, fw, bw);
     return sizeof(Real) * (fw.total() + bw.total()) + sizeof(int) * 2 * (size_t)B * T;
 }
 

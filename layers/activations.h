@@ -23,14 +23,23 @@
 // norms' backward reads residual/mid and rstd; SwiGLU's reads gate and up) -- except att, which attention's
 // backward reads too. When every Linear reading one of them has !needs_input_in_backward() (WTA-CRS keeps
 // its sampled rows instead, or the layer forms no weight gradient), the plan does not keep it per layer:
-// layer l's pointer leads into ONE shared (N,width) buffer that every such layer overwrites at its forward
-// ("shared.norm1", ...). att is then recomputed from the kept q, k, v by attention's forward in the backward,
-// into that shared buffer. dropped[l] holds the DroppedInput bits of layer l.
+// layer l's pointer leads into the one-layer workspace (below), which every such layer overwrites at its
+// forward. att is then recomputed from the kept q, k, v by attention's forward in the backward, into its place
+// in the workspace. dropped[l] holds the DroppedInput bits of layer l.
 //
 // Recomputation (ModelCore::set_recompute_mlp): gate and up (2F floats per row, the largest tensors a layer
-// keeps) go to shared buffers too, and the backward recomputes them with the gate/up products from norm2 --
+// keeps) go to the workspace too, and the backward recomputes them with the gate/up products from norm2 --
 // norm2 itself recomputed from mid by the RMSNorm forward when it was dropped -- at the cost of those two
 // products once more. The recomputed values are the forward's bit for bit (same ops on the same inputs).
+//
+// The workspace (grad_buffer, after dres and dnorm): one layer's worth, reused layer after layer. The backward's
+// MLP phase holds dhidden (N,F), and when recomputing gate, up (N,F) and norm2 (N,C); its attention phase holds
+// datt (N,QD) (dq_pre takes its place once attention's backward has spent it), dq (N,QD), dk, dv, dk_pre (N,KD),
+// and a recomputed att (N,QD). The two phases never live at once, so they share the space; and no forward value
+// in the workspace is read by the backward (what it needs it recomputes there), so the forward's dropped tensors
+// take places in it too: norm1 and norm2 norm2's, hidden dhidden's, gate and up theirs, att att's. Its width is
+// the larger phase's: for tiny 448 floats per row with nothing dropped (separate buffers took 1632), 1184 with
+// WTA-CRS on every Linear and --recompute mlp (the separate shared buffers and scratch took 1888).
 #pragma once
 
 #include <cstddef>
@@ -43,7 +52,7 @@
 namespace llmq {
 
 // kDropGateUp is not an input: SwiGLU's backward reads gate and up, so dropping them (ModelCore::set_recompute_mlp)
-// means recomputing them in the backward from norm2 (itself recomputed from mid when dropped), into shared buffers.
+// means recomputing them in the backward from norm2 (itself recomputed from mid when dropped), into the workspace.
 enum DroppedInput : uint8_t { kDropNorm1 = 1, kDropAtt = 2, kDropNorm2 = 4, kDropHidden = 8, kDropGateUp = 16 };
 
 template <typename Real>
@@ -70,15 +79,11 @@ struct Activations {
     Real *rope_cos = nullptr, *rope_sin = nullptr;
     std::vector<int> tokens, targets;  // (N) copies of the last forward's inputs
 
-    // backward scratch: one layer's activation gradients, reused layer after layer (also the forward's
-    // temporary for o_proj/down outputs before the residual add: dnorm). dres (N,C) and dnorm (N,C), then ONE
-    // block buffer dblock that the MLP's gradients and the attention's take in turn, since they never live at
-    // once: the MLP's dhidden (N,F) (SwiGLU's backward writes dgate and dup over the layer's saved gate and up,
-    // which nothing reads after it); the attention's datt (N,QD), dq (N,QD), dk, dv (N,KD), dk_pre (N,KD), and
-    // dq_pre (N,QD) in datt's place once attention's backward has spent it. dblock is (N, max(F, 2QD + 3KD)):
-    // for tiny 448 floats per row where separate buffers took 1632.
+    // the backward's scratch: dres (N,C), dnorm (N,C) (also the forward's temporary for o_proj/down outputs
+    // before the residual add), and the workspace (above) with the block gradients in it. SwiGLU's backward writes
+    // dgate and dup over gate and up, which nothing reads after it, so they need no place of their own.
     std::vector<Real> grad_buffer;
-    Real *dres = nullptr, *dnorm = nullptr, *dblock = nullptr, *dhidden = nullptr;
+    Real *dres = nullptr, *dnorm = nullptr, *workspace = nullptr, *dhidden = nullptr;
     Real *datt = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
     Real *dq_pre = nullptr, *dk_pre = nullptr;
 
