@@ -4,6 +4,7 @@
 #include "model_core.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "../kernels/attention.h"
 #include "../kernels/common.h"
@@ -71,6 +72,7 @@ ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(c
                offset, c.num_params());
     params_.assign(offset, Real(0));
     grads_.assign(offset, Real(0));
+    for (const ParamTensor& t : tensors_) grad_offset_.push_back(t.offset);
 
     // 2. initialisation: fp32 draws (the same numbers for float and double), layout order
     Rng rng(seed);
@@ -112,6 +114,56 @@ ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(c
     lm_head_.scratch = linear_scratch_;
     for (TransformerLayer<Real>& L : layers_)
         for (Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) lin->scratch = linear_scratch_;
+}
+
+template <typename Real>
+void ModelCore<Real>::set_layerwise_update(TensorUpdateFn update) {
+    LLMQ_CHECK(!layerwise_, "model: layer-wise updates are already set");
+    layerwise_ = true;
+    // the compact gradient buffer: every tensor but the layer Linears', in layout order
+    size_t held = 0, largest = 0;
+    std::vector<bool> is_linear(tensors_.size(), false);
+    for (size_t i = 0; i < tensors_.size(); i++) {
+        is_linear[i] = is_attention_mlp_weight(tensors_[i]);
+        grad_offset_[i] = is_linear[i] ? SIZE_MAX : held;
+        if (is_linear[i]) largest = std::max(largest, tensors_[i].size);
+        else held += tensors_[i].size;
+    }
+    grads_.assign(held, Real(0));
+    grads_.shrink_to_fit();
+    layerwise_scratch_.assign(largest, Real(0));
+    auto G = [&](const std::string& name) {
+        for (size_t i = 0; i < tensors_.size(); i++)
+            if (tensors_[i].name == name) return grads_.data() + grad_offset_[i];
+        throw Error("model: no tensor " + name);
+    };
+    dembed_ = G("model.embed_tokens.weight");
+    dnormf_ = G("model.norm.weight");
+    lm_head_.dweight = G(config_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    for (size_t l = 0; l < layers_.size(); l++) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        TransformerLayer<Real>& L = layers_[l];
+        L.dln1 = G(p + "input_layernorm.weight");
+        L.dln2 = G(p + "post_attention_layernorm.weight");
+        for (Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+            const size_t offset = lin->weight - params_.data();
+            size_t index = 0;
+            while (tensors_[index].offset != offset) index++;  // (a layer Linear's weight is a tensor's start)
+            lin->dweight = nullptr;
+            lin->immediate_scratch = layerwise_scratch_.data();
+            lin->on_weight_grad = [update, index](Real* w, const Real* g, size_t n) { update(index, w, g, n); };
+        }
+    }
+}
+
+template <typename Real>
+const Real* ModelCore<Real>::grad_of(size_t tensor) const {
+    return grad_offset_.at(tensor) == SIZE_MAX ? nullptr : grads_.data() + grad_offset_[tensor];
+}
+
+template <typename Real>
+size_t ModelCore<Real>::gradient_bytes() const {
+    return sizeof(Real) * (grads_.capacity() + layerwise_scratch_.capacity());
 }
 
 template <typename Real>

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,18 @@ class ModelCore {
     // always keeps every row's logits.
     void set_classifier_chunk(int rows) { classifier_chunk_ = rows; }
 
+    // Per-layer weight updates (LoQT's and GaLore's layer-wise trick, ./train --layerwise 1): from now on, each
+    // layer Linear's weight gradient is formed during the backward in one scratch the size of the largest and
+    // handed at once to update(tensor index, weight, gradient, size) (Linear's immediate path), so the gradient
+    // buffer shrinks to the tensors that are not layer Linears: the embeddings (and lm_head), the norms. grads()
+    // then holds those compactly; grad_of(i) finds one (null for a layer Linear's). Irreversible.
+    using TensorUpdateFn = std::function<void(size_t tensor, Real* param, const Real* grad, size_t n)>;
+    void set_layerwise_update(TensorUpdateFn update);
+    bool layerwise() const { return layerwise_; }
+    size_t num_grads() const { return grads_.size(); }  // num_params(), or the compact buffer's size
+    const Real* grad_of(size_t tensor) const;           // tensor's gradient in grads(), or null when not held
+    size_t gradient_bytes() const;  // the gradient buffer and (layer-wise) the shared scratch
+
     // The layers' Linear views, for attaching adapters, samplers, quantized bases, immediate updates.
     std::vector<TransformerLayer<Real>>& layers() { return layers_; }
     Linear<Real>& lm_head() { return lm_head_; }
@@ -84,7 +97,9 @@ class ModelCore {
     void classifier_rows(int r0, int R);
 
     ModelConfig config_;
-    bool keep_all_inputs_ = false, recompute_mlp_ = false;
+    bool keep_all_inputs_ = false, recompute_mlp_ = false, layerwise_ = false;
+    std::vector<size_t> grad_offset_;     // per tensor: where its gradient lies in grads_ (SIZE_MAX: not held)
+    std::vector<Real> layerwise_scratch_; // the immediate path's gradient, (largest layer Linear)
     int classifier_chunk_ = kDefaultClassifierChunk;
     std::vector<ParamTensor> tensors_;
     std::vector<Real> params_, grads_;

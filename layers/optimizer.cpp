@@ -178,22 +178,30 @@ float AdamW::step(float* params, const float* grads, size_t n, const std::vector
     float clip_scale = 1.0f;
     const float norm = global_grad_norm(config_, grads, n, step, &clip_scale);
     const float lr = lr_at_step(config_, step) * lr_scale_;
-    for (size_t i = 0; i < tensors.size(); i++) {
-        const ParamTensor& t = tensors[i];
-        const float wd = t.decay ? config_.weight_decay : 0.0f;
-        if (config_.eight_bit) {
-            Adam8bitHyper h{lr, config_.beta1, config_.beta2, config_.eps, wd};
-            adam8bit_step_cpu(params + t.offset, grads + t.offset, states_[i], h, t_ + 1, clip_scale);
-        } else {
-            const size_t s = tensors_.empty() ? t.offset : state_offset_[i];
-            LLMQ_CHECK(s + t.size <= m_.size(), "optimizer: tensor %s past the state (%zu values)", t.name.c_str(),
-                       m_.size());
-            adamw_update_cpu(params + t.offset, grads + t.offset, m_.data() + s, v_.data() + s, t.size, lr,
-                             config_.beta1, config_.beta2, config_.eps, wd, t_ + 1, clip_scale);
-        }
-    }
+    for (size_t i = 0; i < tensors.size(); i++)
+        update_one(i, tensors[i], params + tensors[i].offset, grads + tensors[i].offset, lr, clip_scale);
     t_++;
     return norm;
+}
+
+void AdamW::update_tensor(size_t i, float* param, const float* grad, int step) {
+    LLMQ_CHECK(i < tensors_.size(), "optimizer: update_tensor %zu needs a layout with that tensor (%zu tensors)", i,
+               tensors_.size());
+    update_one(i, tensors_[i], param, grad, lr_at_step(config_, step) * lr_scale_, 1.0f);
+}
+
+void AdamW::update_one(size_t i, const ParamTensor& t, float* param, const float* grad, float lr, float clip_scale) {
+    const float wd = t.decay ? config_.weight_decay : 0.0f;
+    if (config_.eight_bit) {
+        Adam8bitHyper h{lr, config_.beta1, config_.beta2, config_.eps, wd};
+        adam8bit_step_cpu(param, grad, states_[i], h, t_ + 1, clip_scale);
+    } else {
+        const size_t s = tensors_.empty() ? t.offset : state_offset_[i];
+        LLMQ_CHECK(s + t.size <= m_.size(), "optimizer: tensor %s past the state (%zu values)", t.name.c_str(),
+                   m_.size());
+        adamw_update_cpu(param, grad, m_.data() + s, v_.data() + s, t.size, lr, config_.beta1, config_.beta2,
+                         config_.eps, wd, t_ + 1, clip_scale);
+    }
 }
 
 }  // namespace llmq

@@ -68,6 +68,12 @@ class AdamW {
     float step(Model& model, int step);
     // The same on any buffer: params (n) from grads (n) carved into tensors (the layout this AdamW was built for).
     float step(float* params, const float* grads, size_t n, const std::vector<ParamTensor>& tensors, int step);
+    // Layer-wise steps (ModelCore::set_layerwise_update): the step's tensors one at a time as their gradients
+    // appear, with no clipping (global-norm clipping needs every gradient first). update_tensor updates tensor i
+    // of this AdamW's layout, param and grad pointing at that tensor's own values; end_step closes the step (the
+    // bias correction's count). Together they give exactly step() with grad_clip 0 (tested).
+    void update_tensor(size_t i, float* param, const float* grad, int step);
+    void end_step() { t_++; }
     bool eight_bit() const { return config_.eight_bit; }
     // A factor on the schedule's lr for the next steps (ReLoRA's jagged re-warmup); 1 by default.
     void set_lr_scale(float s) { lr_scale_ = s; }
@@ -95,6 +101,8 @@ class AdamW {
     const OptimizerConfig& config() const { return config_; }
 
   private:
+    // AdamW on tensor i (its layout entry t) at lr, gradients scaled by clip_scale
+    void update_one(size_t i, const ParamTensor& t, float* param, const float* grad, float lr, float clip_scale);
     OptimizerConfig config_;
     std::vector<float> m_, v_;            // fp32 mode
     std::vector<ParamTensor> tensors_;    // the layout (when built from one); 8-bit mode: one state per tensor

@@ -11,6 +11,7 @@
 #include "../adapters/switchlora.h"
 #include "../kernels/adamw.h"
 #include "../kernels/common.h"
+#include "../layers/model_core.h"
 #include "../quant/calibration.h"
 #include "../quant/quantized_weight.h"
 #include "flags.h"
@@ -102,6 +103,14 @@ void check_method_options(const TrainOptions& o) {
     LLMQ_CHECK((o.init == "plain" && o.quantizer == "rtn") || quantized_lora, "--init %s --quantizer %s start adapters "
                "on a quantized base: use --method qlora (or lora with --weights)", o.init.c_str(), o.quantizer.c_str());
     LLMQ_CHECK(o.train_rest == 0 || o.train_rest == 1, "--train-rest %d must be 0 or 1", o.train_rest);
+    LLMQ_CHECK(o.layerwise == 0 || o.layerwise == 1, "--layerwise %d must be 0 or 1", o.layerwise);
+    LLMQ_CHECK(!o.layerwise || o.method == "full", "--layerwise 1 is for --method full (got --method %s)",
+               o.method.c_str());
+    LLMQ_CHECK(!o.layerwise || (o.grad_clip == 0 && o.grad_accum == 1 && o.on_nan == "stop"),
+               "--layerwise 1 updates each layer during the backward, before the other gradients exist: it needs "
+               "--grad-clip 0 (a global norm needs every gradient first), --grad-accum 1 and --on-nan stop (an "
+               "updated layer cannot be skipped); got --grad-clip %g --grad-accum %d --on-nan %s", o.grad_clip,
+               o.grad_accum, o.on_nan.c_str());
     LLMQ_CHECK(!o.train_rest || is_lora_family(o.method),
                "--train-rest 1 is for --method lora, qlora, relora, switchlora (full, galore and loqt train those "
                "tensors anyway)");
@@ -155,6 +164,16 @@ TrainMethod::TrainMethod(Model& model, const TrainOptions& o, const OptimizerCon
                                                     model.tensors());
     } else {
         model_opt_ = std::make_unique<AdamW>(ocfg_, model.tensors());
+        if (o.layerwise)  // the layer Linears' updates, during the backward (the rest in finish_step)
+            model.core().set_layerwise_update([this](size_t i, float* w, const float* g, size_t n) {
+                const double sum_squares = sum_squares_cpu(g, n);
+                if (!std::isfinite(sum_squares)) {  // not applied; grads_finite says so, the run stops (--on-nan stop)
+                    layerwise_non_finite_ = true;
+                    return;
+                }
+                layerwise_sum_squares_ += sum_squares;
+                model_opt_->update_tensor(i, w, g, layerwise_step_);
+            });
     }
     if (lora_ && o.train_rest) {
         for (const ParamTensor& t : model.tensors())
@@ -291,7 +310,7 @@ MethodMemory TrainMethod::memory() const {
     // LoQT holds its trained and frozen factors in fp32 (the frozen ones NF4-rounded with --loqt-quant-p)
     const size_t adapters = lora_ ? 4 * lora_->num_params() : loqt_ ? 4 * (loqt_->num_params() + loqt_->num_frozen()) : 0;
     m.weights = 4 * P + quant_bytes_ + adapters;
-    m.grads = 4 * P + 4 * trained_count();
+    m.grads = model_.core().gradient_bytes() + 4 * trained_count();  // (--layerwise: the compact buffer + scratch)
     for (const AdamW* opt : {model_opt_.get(), trained_opt_.get()})
         if (opt) m.optimizer += opt->state_bytes();
     if (galore_) m.optimizer += galore_->state_bytes();
@@ -319,6 +338,10 @@ void TrainMethod::describe(FILE* log) const {
     if (loqt_) log_loqt_setup(log, *loqt_, o_.method, P);
     if (galore_) fprintf(log, "%s\n", galore_->describe().c_str());
     if (switch_) fprintf(log, "%s\n", switch_->describe().c_str());
+    if (o_.layerwise)
+        fprintf(log, "layerwise: each layer Linear's weight is updated during the backward from a shared scratch; "
+                "gradients held for the embeddings, norms (and lm_head) only: %s instead of %s\n",
+                human_bytes((double)model_.core().gradient_bytes()).c_str(), human_bytes(4.0 * P).c_str());
     if (!init_report_.empty()) {
         // per layer: ||W - deq Q - s B A|| / ||W|| and the calibrated ||X (deq Q + s B A - W)^T|| / ||X W^T||
         fprintf(log, "init %s (%s %s, %d calibration tokens): relative weight error, calibrated output error of plain / "
@@ -343,6 +366,7 @@ void TrainMethod::zero_grad() {
 }
 
 void TrainMethod::begin_step(int step) {
+    layerwise_step_ = step, layerwise_sum_squares_ = 0, layerwise_non_finite_ = false;
     if (loqt_ && loqt_->merges_at(step)) loqt_->begin_merge();  // this step's gradient gives the new projections
 }
 
@@ -359,6 +383,7 @@ bool TrainMethod::merging() const { return loqt_ && loqt_->merging(); }
 bool TrainMethod::grads_finite() const {
     if (lora_ && rest_.empty()) return finite(lora_->grads(), lora_->num_params());
     if (lora_) return finite(lora_->grads(), lora_->num_params()) && finite(model_.grads(), model_.num_params());
+    if (o_.layerwise) return !layerwise_non_finite_ && finite(model_.grads(), model_.core().num_grads());
     return finite(model_.grads(), model_.num_params()) && (!loqt_ || finite(loqt_->grads(), loqt_->num_params()));
 }
 
@@ -404,6 +429,16 @@ float TrainMethod::finish_step(int step, bool skip, FILE* log) {
                           o_.grad_clip, step);
     } else if (lora_) {
         norm = trained_opt_->step(lora_->params(), lora_->grads(), lora_->num_params(), lora_->tensors(), step);
+    } else if (o_.layerwise) {  // the layer Linears were updated in the backward; now the held gradients' tensors
+        double sum_squares = layerwise_sum_squares_;
+        const std::vector<ParamTensor>& tensors = model_.tensors();
+        for (size_t i = 0; i < tensors.size(); i++)
+            if (const float* g = model_.core().grad_of(i)) {
+                sum_squares += sum_squares_cpu(g, tensors[i].size);
+                model_opt_->update_tensor(i, model_.params() + tensors[i].offset, g, step);
+            }
+        model_opt_->end_step();
+        norm = (float)std::sqrt(sum_squares);
     } else {
         norm = model_opt_->step(model_, step);
     }

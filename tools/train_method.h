@@ -127,6 +127,11 @@ class TrainMethod {
     std::string base_format_ = "bf16";
     bool base_in_section_ = false;        // the base's codes travel in the checkpoint (not re-derivable)
     std::vector<LoraInitReport> init_report_;  // --init / --quantizer gptq: per layer, for describe()
+    // --layerwise: the step the backward's updates belong to, their gradients' sum of squares (for the norm),
+    // and whether one was not finite (then not applied)
+    int layerwise_step_ = 0;
+    double layerwise_sum_squares_ = 0;
+    bool layerwise_non_finite_ = false;
 };
 
 // The options a checkpoint was trained with (its stored flags over the defaults): for sampling and export.

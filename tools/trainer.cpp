@@ -61,6 +61,8 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
           "lora 16, switchlora 1, loqt 0.5)");
     f.add("lora-dropout", &o.lora_dropout, "lora family: dropout probability on the adapters' input (peft's "
           "lora_dropout; training forwards only)");
+    f.add("layerwise", &o.layerwise, "--method full: 1 updates each layer's Linear weights during the backward, as "
+          "soon as their gradient is formed, so no full gradient buffer is held (needs --grad-clip 0, --grad-accum 1)");
     f.add("train-rest", &o.train_rest, "lora family: 1 also trains the embeddings, norms and lm_head in full with "
           "AdamW (as ReLoRA's, SwitchLoRA's and LoQT's pretraining do); 0 trains the adapters alone (peft fine-tuning)");
     f.add("lora-targets", &o.lora_targets, "the linears that get adapters (never lm_head)", {"attn", "mlp", "all-linear"});
@@ -321,8 +323,10 @@ std::string describe_non_finite(Model& model, double loss) {
             break;
         }
     }
-    for (const ParamTensor& t : model.tensors()) {
-        std::string kind = first_non_finite(model.grads() + t.offset, t.size);
+    for (size_t i = 0; i < model.tensors().size(); i++) {  // (with --layerwise only the held gradients)
+        const ParamTensor& t = model.tensors()[i];
+        const float* grad = model.core().grad_of(i);
+        std::string kind = grad ? first_non_finite(grad, t.size) : "";
         if (!kind.empty()) {
             parts.push_back("gradient of " + t.name + " is " + kind);
             break;

@@ -55,6 +55,7 @@ struct TrainOptions {
     std::string lora_targets = "all-linear";
     float lora_dropout = 0;        // peft's lora_dropout on the adapters' input (lora family)
     int train_rest = 0;            // lora family: 1 also trains embeddings, norms and lm_head (pretraining)
+    int layerwise = 0;             // full: 1 updates each layer Linear during the backward (no full gradient buffer)
     // how adapters start on a quantized base (adapters/lora_init.h): plain (B = 0), loftq, cloq; the base's
     // quantizer rtn or gptq; calibration tokens (from the train split) for cloq, gptq and the error report
     std::string init = "plain", quantizer = "rtn";
