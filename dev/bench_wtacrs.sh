@@ -6,7 +6,8 @@
 #   median tokens/s, and the val loss after the same budget of steps; then the largest batch whose activations fit
 #   under CAP_MB (activation bytes are affine in the batch: measured at batch 1 and 2, extrapolated).
 # Usage: dev/bench_wtacrs.sh [STEPS=200] [CAP_MB=64] [MODEL=tiny]   (run from the repository root after `make`)
-#   MODEL 60m with STEPS 2 measures the memory of the paper's smallest shape (the val loss then means nothing).
+#   MODEL 60m with STEPS 2 measures the memory of the paper's smallest shape (the val loss then means nothing);
+#   EXTRA="flags" adds ./train flags to every run (e.g. EXTRA="--val-batches 1" there).
 set -euo pipefail
 STEPS=${1:-200}
 CAP_MB=${2:-64}
@@ -14,7 +15,7 @@ MODEL=${3:-tiny}
 DATA=data/shards
 [ -f $DATA/vocab4096.json ] || { echo "no $DATA: run 'make run' once (it tokenizes the bundled corpus)"; exit 1; }
 OUT=$(mktemp -d /tmp/bench_wtacrs.XXXXXX)
-COMMON="--model $MODEL --data $DATA --vocab $DATA/vocab4096.json --sample-tokens 0 --log-every 1000 --ckpt-every 0 --eval-every 0"
+COMMON="--model $MODEL --data $DATA --vocab $DATA/vocab4096.json --sample-tokens 0 --log-every 1000 --ckpt-every 0 --eval-every 0 ${EXTRA:-}"
 declare -A FLAGS=(
   [full]="--method full"
   [wtacrs0.3]="--method full --wtacrs 0.3 --wtacrs-layers all"

@@ -544,6 +544,14 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         for (auto& L : model.core().layers())
             for (const Linear<float>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) kept += lin->kept_sample_bytes();
         size_t mem = held.weights + held.grads + held.optimizer + act_bytes;
+        if (step == result.first_step && (wtacrs_count || o.recompute != "none")) {
+            // the same run keeping every input and recomputing nothing: the plan with nothing dropped, no kept rows
+            const Activations<float>& plan = model.core().activations();
+            const size_t plain = act_bytes - plan.bytes() - kept + Activations<float>::bytes_for(cfg, B, T, {},
+                                                                                                 (int)plan.logit_rows);
+            fprintf(log, "activations: %s, %.2fx less than the %s they would take without --wtacrs and --recompute\n",
+                    human_bytes((double)act_bytes).c_str(), (double)plain / act_bytes, human_bytes((double)plain).c_str());
+        }
         result.losses.push_back((float)loss);
         metrics.log({{"step", (double)step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                      {"tokens_per_s", tokens_per_s}, {"mem_bytes", (double)mem},
