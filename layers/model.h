@@ -50,7 +50,7 @@ class Model {
     const ParamTensor& tensor(const std::string& name) const;  // throws Error when absent
     size_t num_params() const;
     float* params();  // (num_params)
-    float* grads();   // (num_params)
+    float* grads();   // (num_params), laid out like params(); with --layerwise compact (ModelCore::grad_of)
     const float* params() const;
     const float* grads() const;
 

@@ -122,11 +122,10 @@ void ModelCore<Real>::set_layerwise_update(TensorUpdateFn update) {
     layerwise_ = true;
     // the compact gradient buffer: every tensor but the layer Linears', in layout order
     size_t held = 0, largest = 0;
-    std::vector<bool> is_linear(tensors_.size(), false);
     for (size_t i = 0; i < tensors_.size(); i++) {
-        is_linear[i] = is_attention_mlp_weight(tensors_[i]);
-        grad_offset_[i] = is_linear[i] ? SIZE_MAX : held;
-        if (is_linear[i]) largest = std::max(largest, tensors_[i].size);
+        const bool layer_linear = is_attention_mlp_weight(tensors_[i]);
+        grad_offset_[i] = layer_linear ? SIZE_MAX : held;
+        if (layer_linear) largest = std::max(largest, tensors_[i].size);
         else held += tensors_[i].size;
     }
     grads_.assign(held, Real(0));
