@@ -81,23 +81,18 @@ ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(c
         for (size_t i = 0; i < t.size; i++) p[i] = t.shape.size() == 2 ? (Real)(c.init_std * rng.normal()) : Real(1);
     }
 
-    // 3. views
+    // 3. views (the gradients' in point_gradient_views)
     auto P = [&](const std::string& name) { return params_.data() + tensor(name).offset; };
-    auto G = [&](const std::string& name) { return grads_.data() + tensor(name).offset; };
     embed_ = P("model.embed_tokens.weight");
-    dembed_ = G("model.embed_tokens.weight");
     normf_ = P("model.norm.weight");
-    dnormf_ = G("model.norm.weight");
     layers_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; l++) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         TransformerLayer<Real>& L = layers_[l];
         L.ln1 = P(p + "input_layernorm.weight");
-        L.dln1 = G(p + "input_layernorm.weight");
         L.ln2 = P(p + "post_attention_layernorm.weight");
-        L.dln2 = G(p + "post_attention_layernorm.weight");
         auto lin = [&](const std::string& name, int in, int out) {
-            return Linear<Real>(in, out, P(p + name + ".weight"), G(p + name + ".weight"));
+            return Linear<Real>(in, out, P(p + name + ".weight"), nullptr);
         };
         L.q = lin("self_attn.q_proj", C, QD);
         L.k = lin("self_attn.k_proj", C, KD);
@@ -107,13 +102,46 @@ ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(c
         L.up = lin("mlp.up_proj", C, F);
         L.down = lin("mlp.down_proj", F, C);
     }
-    const std::string head = c.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    lm_head_ = Linear<Real>(C, V, P(head), G(head));
+    lm_head_ = Linear<Real>(C, V, P(head_name()), nullptr);
+    point_gradient_views();
     // one scratch for every Linear's temporaries: they run one at a time (layers/linear.h LinearScratch)
     linear_scratch_ = std::make_shared<LinearScratch<Real>>();
     lm_head_.scratch = linear_scratch_;
     for (TransformerLayer<Real>& L : layers_)
         for (Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) lin->scratch = linear_scratch_;
+}
+
+// The layer Linears and their HF module names, in layout order.
+template <typename Real>
+static const std::pair<const char*, Linear<Real> TransformerLayer<Real>::*> kLayerLinears[7] = {
+    {"self_attn.q_proj", &TransformerLayer<Real>::q},  {"self_attn.k_proj", &TransformerLayer<Real>::k},
+    {"self_attn.v_proj", &TransformerLayer<Real>::v},  {"self_attn.o_proj", &TransformerLayer<Real>::o},
+    {"mlp.gate_proj", &TransformerLayer<Real>::gate}, {"mlp.up_proj", &TransformerLayer<Real>::up},
+    {"mlp.down_proj", &TransformerLayer<Real>::down}};
+
+template <typename Real>
+std::string ModelCore<Real>::head_name() const {
+    return config_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+}
+
+template <typename Real>
+Real* ModelCore<Real>::grad_view(const std::string& name) {
+    const size_t at = grad_offset_[tensor_index(name)];
+    return at == SIZE_MAX ? nullptr : grads_.data() + at;
+}
+
+template <typename Real>
+void ModelCore<Real>::point_gradient_views() {
+    dembed_ = grad_view("model.embed_tokens.weight");
+    dnormf_ = grad_view("model.norm.weight");
+    lm_head_.dweight = grad_view(head_name());
+    for (size_t l = 0; l < layers_.size(); l++) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        TransformerLayer<Real>& L = layers_[l];
+        L.dln1 = grad_view(p + "input_layernorm.weight");
+        L.dln2 = grad_view(p + "post_attention_layernorm.weight");
+        for (const auto& [module, member] : kLayerLinears<Real>) (L.*member).dweight = grad_view(p + module + ".weight");
+    }
 }
 
 template <typename Real>
@@ -131,28 +159,14 @@ void ModelCore<Real>::set_layerwise_update(TensorUpdateFn update) {
     grads_.assign(held, Real(0));
     grads_.shrink_to_fit();
     layerwise_scratch_.assign(largest, Real(0));
-    auto G = [&](const std::string& name) {
-        for (size_t i = 0; i < tensors_.size(); i++)
-            if (tensors_[i].name == name) return grads_.data() + grad_offset_[i];
-        throw Error("model: no tensor " + name);
-    };
-    dembed_ = G("model.embed_tokens.weight");
-    dnormf_ = G("model.norm.weight");
-    lm_head_.dweight = G(config_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
-    for (size_t l = 0; l < layers_.size(); l++) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        TransformerLayer<Real>& L = layers_[l];
-        L.dln1 = G(p + "input_layernorm.weight");
-        L.dln2 = G(p + "post_attention_layernorm.weight");
-        for (Linear<Real>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
-            const size_t offset = lin->weight - params_.data();
-            size_t index = 0;
-            while (tensors_[index].offset != offset) index++;  // (a layer Linear's weight is a tensor's start)
-            lin->dweight = nullptr;
-            lin->immediate_scratch = layerwise_scratch_.data();
-            lin->on_weight_grad = [update, index](Real* w, const Real* g, size_t n) { update(index, w, g, n); };
+    point_gradient_views();  // the layer Linears' dweight is now null: their gradients go to the callback
+    for (size_t l = 0; l < layers_.size(); l++)
+        for (const auto& [module, member] : kLayerLinears<Real>) {
+            Linear<Real>& lin = layers_[l].*member;
+            const size_t index = tensor_index("model.layers." + std::to_string(l) + "." + module + ".weight");
+            lin.immediate_scratch = layerwise_scratch_.data();
+            lin.on_weight_grad = [update, index](Real* w, const Real* g, size_t n) { update(index, w, g, n); };
         }
-    }
 }
 
 template <typename Real>
@@ -166,10 +180,15 @@ size_t ModelCore<Real>::gradient_bytes() const {
 }
 
 template <typename Real>
-const ParamTensor& ModelCore<Real>::tensor(const std::string& name) const {
-    for (const ParamTensor& t : tensors_)
-        if (t.name == name) return t;
+size_t ModelCore<Real>::tensor_index(const std::string& name) const {
+    for (size_t i = 0; i < tensors_.size(); i++)
+        if (tensors_[i].name == name) return i;
     throw Error(format("model %s: no parameter tensor named '%s'", config_.name.c_str(), name.c_str()));
+}
+
+template <typename Real>
+const ParamTensor& ModelCore<Real>::tensor(const std::string& name) const {
+    return tensors_[tensor_index(name)];
 }
 
 template <typename Real>

@@ -92,6 +92,11 @@ class ModelCore {
     Linear<Real>& lm_head() { return lm_head_; }
 
   private:
+    size_t tensor_index(const std::string& name) const;  // Error naming it when absent
+    std::string head_name() const;                      // lm_head's weight: the embedding when tied
+    Real* grad_view(const std::string& name);           // its gradient in grads_, null when not held
+    // Points every gradient view (dembed_, the norms', the Linears' dweight, lm_head's) at grads_ by grad_offset_
+    void point_gradient_views();
     void check_inputs(const int* tokens, const int* targets, int B, int T) const;
     // Rows r0..r0+R of the classifier: their logits into acts_.logits, their losses, then dlogits in place.
     void classifier_rows(int r0, int R);
