@@ -20,14 +20,7 @@ using namespace llmq_test;
 
 namespace {
 
-struct Batch {
-    int B = 2, T = 12;
-    std::vector<int> tokens, targets;
-    Batch(int V, uint64_t seed) {
-        Rng rng(seed);
-        for (int i = 0; i < B * T; i++) tokens.push_back((int)rng.below(V)), targets.push_back((int)rng.below(V));
-    }
-};
+using Batch = RandomBatch;  // (2,12)
 
 OptimizerConfig no_clip_config() {
     OptimizerConfig c;
@@ -103,11 +96,7 @@ TEST(Layerwise, TrainMatchesTheUsualRunAndResumes) {
     EXPECT_EQ(a.losses, b.losses);
     EXPECT_EQ(a.val_loss, b.val_loss);
     EXPECT_NE(log.find("layerwise: each layer Linear's weight is updated during the backward"), std::string::npos) << log;
-    auto grads_bytes = [](const std::string& dir) {
-        const std::string m = read_text(dir + "/metrics.jsonl");
-        const size_t at = m.rfind("\"mem_grads\":");
-        return std::stod(m.substr(m.find(':', at) + 1));
-    };
+    auto grads_bytes = [](const std::string& dir) { return last_metric(dir, "mem_grads"); };
     // tiny-ish model: vocab 64, dim 64, ffn 128, 2 layers, tied: 4096 + 5 * 64 held + a 128 x 64 scratch
     EXPECT_EQ(grads_bytes(layer.out), 4.0 * (64 * 64 + 5 * 64 + 128 * 64));
     EXPECT_LT(grads_bytes(layer.out), grads_bytes(usual.out) / 5);

@@ -12,6 +12,7 @@
 #include "../layers/config.h"
 #include "../layers/model.h"
 #include "../layers/model_core.h"
+#include "test_util.h"
 
 using namespace llmq;
 
@@ -33,17 +34,8 @@ ModelConfig small_config(bool tied) {
     return c;
 }
 
-struct Batch {
-    int B = 2, T = 5;
-    std::vector<int> tokens, targets;
-    Batch(int V, uint64_t seed) {
-        Rng rng(seed);
-        for (int i = 0; i < B * T; i++) {
-            tokens.push_back((int)rng.below(V));
-            targets.push_back((int)rng.below(V));
-        }
-        targets[3] = kIgnoreIndex;
-    }
+struct Batch : llmq_test::RandomBatch {  // (2,5), position 3 ignored
+    Batch(int V, uint64_t seed) : RandomBatch(V, seed, 2, 5) { targets[3] = kIgnoreIndex; }
 };
 
 

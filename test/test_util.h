@@ -1,5 +1,5 @@
-// test_util: helpers every kind of test uses: expecting an llmq::Error with given words, and the logits of a
-// model on a fixed random sequence.
+// test_util: helpers every kind of test uses: expecting an llmq::Error with given words, the logits of a
+// model on a fixed random sequence, a random batch, small model configs.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -38,6 +38,16 @@ inline std::vector<float> logits_on_random_tokens(llmq::Model& m, int T, uint64_
 
 // A two-layer model small enough for tests that run many forwards: vocab 48, dim (ffn 2 dim), 4 heads, 2 kv heads,
 // 16 positions, init std 0.1 (weights large enough that adapter changes show in the logits).
+// A (B,T) batch of uniform random tokens and targets below V, drawn from Rng(seed), token then target per position.
+struct RandomBatch {
+    int B, T;
+    std::vector<int> tokens, targets;
+    RandomBatch(int V, uint64_t seed, int batch = 2, int seq = 12) : B(batch), T(seq) {
+        llmq::Rng rng(seed);
+        for (int i = 0; i < B * T; i++) tokens.push_back((int)rng.below(V)), targets.push_back((int)rng.below(V));
+    }
+};
+
 inline llmq::ModelConfig small_model_config(int dim = 32) {
     llmq::ModelConfig c;
     c.vocab_size = 48;

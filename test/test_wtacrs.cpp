@@ -225,8 +225,9 @@ TEST(WtaCrs, LinearsReadingOneInputShareTheirRows) {
             std::fill(dW[m].begin(), dW[m].end(), 0.0);
             lins[m].backward(dX.data(), dY[m].data(), nullptr, N);
             ASSERT_EQ(rows->rows, chosen);  // the same rows for every reader
-            if (d == 0)
+            if (d == 0) {
                 for (size_t i = 0; i < dX.size(); i++) ASSERT_NEAR(dX[i], dX0[m][i], 1e-12 * (1 + std::fabs(dX0[m][i])));
+            }
             for (size_t i = 0; i < dW[m].size(); i++) mean[m][i] += dW[m][i] / draws;
         }
         if (d == 0) {  // first observation: the proxy is the norm of the concatenated output gradient, per row
@@ -300,11 +301,7 @@ TEST(WtaCrs, TrainingWithRecomputedMlpHasTheSameLosses) {
         const size_t at = log_recomputed.find("activations: ");
         ASSERT_NE(at, std::string::npos) << log_recomputed;
         EXPECT_NE(log_recomputed.find("less than the", at), std::string::npos);
-        auto activations = [](const std::string& dir) {
-            const std::string m = llmq_test::read_text(dir + "/metrics.jsonl");
-            const size_t at = m.rfind("\"mem_activations\":");
-            return std::stod(m.substr(m.find(':', at) + 1));
-        };
+        auto activations = [](const std::string& dir) { return llmq_test::last_metric(dir, "mem_activations"); };
         // the 2 layers' gate and up (2 x 128 floats per row, 4 x 32 rows) leave; the workspace's MLP phase grows by
         // them: from F = 128 (+ C = 64 sampled) to 3F (+ C), past the attention phase's 224 (+ QD = 64 sampled)
         EXPECT_EQ(activations(o.out) - activations(r.out), 4.0 * 4 * 32 * (2 * 2 * 128 - (384 - 224))) << "ratio " << ratio;

@@ -33,14 +33,7 @@ ModelConfig small_config() {
     return c;
 }
 
-struct Batch {
-    int B = 2, T = 12;
-    std::vector<int> tokens, targets;
-    explicit Batch(int V, uint64_t seed) {
-        Rng rng(seed);
-        for (int i = 0; i < B * T; i++) tokens.push_back((int)rng.below(V)), targets.push_back((int)rng.below(V));
-    }
-};
+using Batch = llmq_test::RandomBatch;  // (2,12)
 
 enum Which { kAttnOutMlp, kAll, kAllShared };
 // One sampler per chosen Linear of every layer (o, gate, up, down; plus q, k, v for kAll), or (kAllShared) one per

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -107,6 +108,13 @@ inline std::string train_and_read_log(const llmq::TrainOptions& o, llmq::TrainRe
     fclose(log);
     if (result) *result = r;
     return read_text(log_path);
+}
+
+// The last value of key in dir/metrics.jsonl (the run's last line that has it); NAN when none has it.
+inline double last_metric(const std::string& dir, const std::string& key) {
+    const std::string m = read_text(dir + "/metrics.jsonl"), tag = "\"" + key + "\":";
+    const size_t at = m.rfind(tag);
+    return at == std::string::npos ? NAN : std::stod(m.substr(at + tag.size()));
 }
 
 inline void write_text(const std::string& path, const std::string& text) {
