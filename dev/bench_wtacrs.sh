@@ -12,9 +12,7 @@ set -euo pipefail
 STEPS=${1:-200}
 CAP_MB=${2:-64}
 MODEL=${3:-tiny}
-DATA=data/shards
-[ -f $DATA/vocab4096.json ] || { echo "no $DATA: run 'make run' once (it tokenizes the bundled corpus)"; exit 1; }
-OUT=$(mktemp -d /tmp/bench_wtacrs.XXXXXX)
+source "$(dirname "$0")/demo_runs.sh" bench_wtacrs  # DATA, OUT, last, median
 COMMON="--model $MODEL --data $DATA --vocab $DATA/vocab4096.json --sample-tokens 0 --log-every 1000 --ckpt-every 0 --eval-every 0 ${EXTRA:-}"
 declare -A FLAGS=(
   [full]="--method full"
@@ -25,9 +23,6 @@ declare -A FLAGS=(
 )
 for m in full wtacrs0.3 wtacrs0.1 lora lora+wtacrs0.3; do FLAGS[$m+rc]="${FLAGS[$m]} --recompute mlp"; done
 ORDER="full full+rc wtacrs0.3 wtacrs0.3+rc wtacrs0.1 wtacrs0.1+rc lora lora+rc lora+wtacrs0.3 lora+wtacrs0.3+rc"
-# the last value of a key in a metrics.jsonl, the median of another
-last() { grep "\"$2\"" "$1" | tail -1 | sed -E "s/.*\"$2\": ?([-0-9.e+]+).*/\1/"; }
-median() { grep "\"$2\"" "$1" | sed -E "s/.*\"$2\": ?([-0-9.e+]+).*/\1/" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 act_at_batch() {  # activation bytes of a 2-step run at batch $2
   ./train $COMMON ${FLAGS[$1]} --steps 2 --batch "$2" --val-batches 0 --out "$OUT/$1_b$2" >/dev/null 2>&1
   last "$OUT/$1_b$2/metrics.jsonl" mem_activations

@@ -15,15 +15,10 @@ set -euo pipefail
 STEPS=${1:-300}
 FT_STEPS=${2:-100}
 MODEL=${3:-tiny}
-DATA=data/shards
-[ -f $DATA/vocab4096.json ] || { echo "no $DATA: run 'make run' once (it tokenizes the bundled corpus)"; exit 1; }
-OUT=$(mktemp -d /tmp/compare_methods.XXXXXX)
+source "$(dirname "$0")/demo_runs.sh" compare_methods  # DATA, OUT, last, median
 COMMON="--model $MODEL --data $DATA --vocab $DATA/vocab4096.json --sample-tokens 0 --log-every 1000 --ckpt-every 0"
 DIM=$(./train $COMMON --steps 1 --val-batches 0 --out "$OUT/probe" 2>&1 | sed -nE 's/^model: .*dim ([0-9]+).*/\1/p' | head -1)
 RANK=$((DIM / 4))
-# the last value of a key in a metrics.jsonl, the median of another
-last() { grep "\"$2\"" "$1" | tail -1 | sed -E "s/.*\"$2\": ?([-0-9.e+]+).*/\1/"; }
-median() { grep "\"$2\"" "$1" | sed -E "s/.*\"$2\": ?([-0-9.e+]+).*/\1/" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mb() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 1e6 }'; }
 
 echo "## 1. pretraining $MODEL from scratch, $STEPS steps, rank $RANK (dim $DIM / 4), lr 5e-3"
