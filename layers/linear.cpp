@@ -84,8 +84,7 @@ void Linear<Real>::product(Real* y, const Real* inp, int N, bool keep_u) {
     if (!fused) matmul_forward_cpu(y, inp, base_weight(), N, in, out);
 
     // adapters: y += scale * (x A^T) B^T (x: drop(x) with dropout); u = x A^T is kept for the backward only
-    // when the input is not
-    if (keep_u) adapter_u_kept_.resize(adapters.size());
+    // when the input is not (keep_u: into adapter_u_kept_, sized by forward)
     const Real* ax = adapter_input(inp, N);  // inp itself unless dropping
     for (size_t j = 0; j < adapters.size(); j++) {
         const LoraAdapter<Real>& a = adapters[j];
@@ -106,7 +105,7 @@ template <typename Real>
 void Linear<Real>::forward(Real* y, const Real* inp, int N) {
     check();
     const bool keep_u = sampled();
-    if (!keep_u) adapter_u_kept_.clear();
+    adapter_u_kept_.resize(keep_u ? adapters.size() : 0);
     product(y, inp, N, keep_u);
 
     // sampled weight gradients: keep only the chosen rows of the input (the first reader of a shared input

@@ -382,9 +382,10 @@ bool TrainMethod::merging() const { return loqt_ && loqt_->merging(); }
 
 bool TrainMethod::grads_finite() const {
     if (lora_ && rest_.empty()) return finite(lora_->grads(), lora_->num_params());
-    if (lora_) return finite(lora_->grads(), lora_->num_params()) && finite(model_.grads(), model_.num_params());
-    if (o_.layerwise) return !layerwise_non_finite_ && finite(model_.grads(), model_.core().num_grads());
-    return finite(model_.grads(), model_.num_params()) && (!loqt_ || finite(loqt_->grads(), loqt_->num_params()));
+    // the model's gradient buffer as held (--layerwise: the compact one; its layer Linears' were checked as they came)
+    const bool model_finite = !layerwise_non_finite_ && finite(model_.grads(), model_.core().num_grads());
+    if (lora_) return finite(lora_->grads(), lora_->num_params()) && model_finite;
+    return model_finite && (!loqt_ || finite(loqt_->grads(), loqt_->num_params()));
 }
 
 float TrainMethod::lr(int step) const {
