@@ -12,8 +12,8 @@ set -euo pipefail
 STEPS=${1:-200}
 CAP_MB=${2:-64}
 MODEL=${3:-tiny}
-source "$(dirname "$0")/demo_runs.sh" bench_wtacrs  # DATA, OUT, last, median
-COMMON="--model $MODEL --data $DATA --vocab $DATA/vocab4096.json --sample-tokens 0 --log-every 1000 --ckpt-every 0 --eval-every 0 ${EXTRA:-}"
+source "$(dirname "$0")/demo_runs.sh" bench_wtacrs  # DATA, OUT, DEMO_FLAGS, last, median
+COMMON="--model $MODEL $DEMO_FLAGS --eval-every 0 ${EXTRA:-}"
 declare -A FLAGS=(
   [full]="--method full"
   [wtacrs0.3]="--method full --wtacrs 0.3 --wtacrs-layers all"

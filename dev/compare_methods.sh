@@ -15,8 +15,8 @@ set -euo pipefail
 STEPS=${1:-300}
 FT_STEPS=${2:-100}
 MODEL=${3:-tiny}
-source "$(dirname "$0")/demo_runs.sh" compare_methods  # DATA, OUT, last, median
-COMMON="--model $MODEL --data $DATA --vocab $DATA/vocab4096.json --sample-tokens 0 --log-every 1000 --ckpt-every 0"
+source "$(dirname "$0")/demo_runs.sh" compare_methods  # DATA, OUT, DEMO_FLAGS, last, median
+COMMON="--model $MODEL $DEMO_FLAGS"
 DIM=$(./train $COMMON --steps 1 --val-batches 0 --out "$OUT/probe" 2>&1 | sed -nE 's/^model: .*dim ([0-9]+).*/\1/p' | head -1)
 RANK=$((DIM / 4))
 mb() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 1e6 }'; }
