@@ -25,6 +25,11 @@ CXXFLAGS  ?= -O3 -march=native -g
 CXXFLAGS  += -std=c++17 -fopenmp $(WARN) -MMD -MP
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_ARCH) -Xcompiler "-fopenmp -march=native $(WARN)" -MMD -MP
+# GoogleTest: the system's (Debian libgtest-dev) unless dev/gpucheck.sh points these at a source build
+GTEST_CFLAGS ?=
+GTEST_LIBS   ?= -lgtest -lgtest_main
+CXXFLAGS  += $(GTEST_CFLAGS)
+NVCCFLAGS += $(GTEST_CFLAGS)
 CUDA_LIBS := -lcublasLt -lcublas -Xlinker -rpath=$(dir $(shell which $(NVCC)))../lib64
 LDLIBS    := -Xcompiler -fopenmp -llapack -lblas -lpthread
 
@@ -34,11 +39,15 @@ LIB_SRC := $(filter-out $(PROGRAM_MAINS), $(wildcard kernels/*.cpp layers/*.cpp 
 LIB_OBJ := $(patsubst %,$(BUILD)/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard test/*.cpp test/*.cu)
 TEST_OBJ := $(patsubst %,$(BUILD)/%.o,$(TEST_SRC))
+# The GPU tests (test/*_cuda.cu) are in build/tests with the rest (skipping without a GPU) and alone in
+# build/gpu_tests, which links no LAPACK, for `make gpucheck` and compute-sanitizer.
+GPU_TEST_OBJ := $(patsubst %,$(BUILD)/%.o,$(wildcard test/*_cuda.cu))
 DEV_SRC := $(wildcard dev/*.cu dev/*.cpp)
 DEV_BIN := $(patsubst dev/%,$(BUILD)/dev/%,$(basename $(DEV_SRC)))
+DEV_CUDA_BIN := $(patsubst dev/%.cu,$(BUILD)/dev/%,$(wildcard dev/*.cu))
 PROGRAMS := train $(patsubst tools/%_main.cpp,%,$(PROGRAM_MAINS))
 
-.PHONY: all test run gpucheck clean
+.PHONY: all test run gpucheck gpudeps cuda-benchmarks print-cuda-benchmarks clean
 # keep objects that pattern chains would treat as intermediate (and delete after linking)
 .SECONDARY:
 all: $(PROGRAMS) $(BUILD)/tests $(DEV_BIN)
@@ -60,11 +69,16 @@ train: $(BUILD)/train.cu.o $(BUILD)/libllmq.a
 	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests: $(TEST_OBJ) $(BUILD)/libllmq.a
-	$(NVCC) $(NVCCFLAGS) $^ -o $@ -lgtest -lgtest_main $(CUDA_LIBS) $(LDLIBS)
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(GTEST_LIBS) $(CUDA_LIBS) $(LDLIBS)
+$(BUILD)/gpu_tests: $(GPU_TEST_OBJ) $(BUILD)/libllmq.a
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(GTEST_LIBS) $(CUDA_LIBS) -Xcompiler -fopenmp -lpthread
 
 $(BUILD)/dev/%: dev/%.cu $(BUILD)/libllmq.a
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) -Xcompiler -fopenmp -lpthread
+cuda-benchmarks: $(DEV_CUDA_BIN)
+print-cuda-benchmarks:
+	@echo $(DEV_CUDA_BIN)
 $(BUILD)/dev/%: dev/%.cpp $(BUILD)/libllmq.a
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp -llapack -lblas -lpthread
@@ -82,6 +96,15 @@ run: train tokenizer
 # The whole suite. GTEST_BRIEF keeps the log to failures and the summary.
 test: $(BUILD)/tests $(PROGRAMS)
 	$(BUILD)/tests --gtest_brief=1
+
+# On a GPU machine: build, every GPU test, compute-sanitizer, every benchmark, one summary table.
+gpucheck:
+	bash dev/gpucheck.sh
+# Copies GoogleTest's sources (Debian's libgtest-dev ships them) into build/deps, for GPU machines whose
+# image has no GoogleTest: carry build/deps there and dev/gpucheck.sh builds it.
+gpudeps:
+	@mkdir -p $(BUILD)/deps
+	cp -r /usr/src/googletest/googletest $(BUILD)/deps/googletest
 
 clean:
 	rm -rf $(BUILD) $(PROGRAMS)

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# dev/gpucheck.sh (make gpucheck): everything the GPU side needs verified, in one call on a GPU machine.
+#
+#   1. builds build/gpu_tests (every test/*_cuda.cu) and the CUDA benchmarks (dev/*.cu)
+#   2. runs every GPU test
+#   3. runs the GPU tests again under compute-sanitizer: memcheck, then racecheck
+#   4. runs every benchmark (each checks its versions against the CPU reference, then times them against
+#      the ceilings it measures) and, where PyTorch is installed, dev/peers_torch.py on the same shapes
+#   5. prints one summary table: each step's result, then every benchmark's SUMMARY line
+# Logs go to $OUT (or build/gpucheck) as <step>.log. The exit status is non-zero if any step failed.
+# Without a GPU it says so and exits 1: nothing here can be verified on a CPU.
+#
+# GoogleTest: the system's if it has one, else built from the sources `make gpudeps` copied into
+# build/deps/googletest on a machine that has the Debian package (carry build/deps to the GPU machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=${OUT:-build/gpucheck}
+mkdir -p "$LOG"
+JOBS=$(nproc)
+STEP_TIMEOUT=${STEP_TIMEOUT:-240}
+results=()
+failed=0
+record() {  # name status detail
+    results+=("$(printf '%-28s %-6s %s' "$1" "$2" "$3")")
+    [ "$2" = ok ] || [ "$2" = skip ] || failed=1
+}
+
+if ! nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOG/gpu.log" 2>&1; then
+    echo "gpucheck: no GPU here (nvidia-smi failed: $(head -c 200 "$LOG/gpu.log")); nothing to verify"
+    exit 1
+fi
+echo "gpucheck on: $(cat "$LOG/gpu.log")"
+
+GTEST_VARS=()
+if ! echo '#include <gtest/gtest.h>' | g++ -E -x c++ - >/dev/null 2>&1; then
+    src=build/deps/googletest
+    if [ ! -d "$src" ]; then
+        echo "gpucheck: no GoogleTest headers on this machine and no $src (run 'make gpudeps' where"
+        echo "          libgtest-dev is installed, then carry build/deps)"
+        exit 1
+    fi
+    mkdir -p build/deps/gtest
+    g++ -O2 -std=c++17 -isystem $src/include -I$src -c $src/src/gtest-all.cc -o build/deps/gtest/gtest-all.o &&
+        g++ -O2 -std=c++17 -isystem $src/include -I$src -c $src/src/gtest_main.cc -o build/deps/gtest/gtest_main.o &&
+        ar rcs build/deps/gtest/libgtest.a build/deps/gtest/gtest-all.o &&
+        ar rcs build/deps/gtest/libgtest_main.a build/deps/gtest/gtest_main.o || { echo "gpucheck: building GoogleTest failed"; exit 1; }
+    GTEST_VARS=("GTEST_CFLAGS=-isystem $src/include" "GTEST_LIBS=build/deps/gtest/libgtest_main.a build/deps/gtest/libgtest.a -lpthread")
+fi
+
+t0=$(date +%s)
+if make -j"$JOBS" "${GTEST_VARS[@]}" build/gpu_tests cuda-benchmarks > "$LOG/build.log" 2>&1; then
+    record build ok "$(( $(date +%s) - t0 )) s"
+else
+    record build FAIL "see $LOG/build.log"
+    grep -m 20 -E "error" "$LOG/build.log"
+    printf '%s\n' "${results[@]}"
+    exit 1
+fi
+
+gtest_counts() {  # the pass / fail / skip counts of a gtest log
+    local p f s
+    p=$(grep -oP '^\[  PASSED  \] \K[0-9]+' "$1" | tail -1)
+    f=$(grep -oP '^\[  FAILED  \] \K[0-9]+(?= tests?, listed)' "$1" | tail -1)
+    s=$(grep -oP '^\[  SKIPPED \] \K[0-9]+(?= tests?, listed)' "$1" | tail -1)
+    echo "${p:-0} passed, ${f:-0} failed, ${s:-0} skipped"
+}
+
+timeout "$STEP_TIMEOUT" build/gpu_tests --gtest_output=xml:"$LOG/gpu_tests.xml" > "$LOG/gpu_tests.log" 2>&1
+rc=$?
+record "GPU tests" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(gtest_counts "$LOG/gpu_tests.log") (rc $rc)"
+grep -E '^\[  FAILED  \] [A-Za-z]' "$LOG/gpu_tests.log" | sort -u | head -20
+
+if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck; do
+        timeout "$STEP_TIMEOUT" compute-sanitizer --tool $tool --error-exitcode 9 build/gpu_tests --gtest_brief=1 \
+            > "$LOG/sanitizer_$tool.log" 2>&1
+        rc=$?
+        detail=$(grep -m1 -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOG/sanitizer_$tool.log")
+        [ $rc = 124 ] && detail="timed out after ${STEP_TIMEOUT} s"
+        record "compute-sanitizer $tool" "$([ $rc = 0 ] && echo ok || echo FAIL)" "${detail:-rc $rc}"
+    done
+else
+    record compute-sanitizer skip "not installed here"
+fi
+
+for bench in $(make -s print-cuda-benchmarks); do
+    name=$(basename "$bench")
+    timeout "$STEP_TIMEOUT" "$bench" > "$LOG/bench_$name.log" 2>&1
+    rc=$?
+    record "bench $name" "$([ $rc = 0 ] && echo ok || echo FAIL)" "rc $rc, $(grep -c '^SUMMARY|' "$LOG/bench_$name.log") rows"
+done
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    timeout "$STEP_TIMEOUT" python3 dev/peers_torch.py > "$LOG/bench_peers_torch.log" 2>&1
+    rc=$?
+    record "bench peers_torch" "$([ $rc = 0 ] && echo ok || echo FAIL)" "rc $rc"
+else
+    record "bench peers_torch" skip "no PyTorch with CUDA here"
+fi
+
+echo
+echo "== gpucheck summary ($(cat "$LOG/gpu.log")) =="
+printf '%s\n' "${results[@]}"
+echo
+echo "== benchmarks (time, achieved, ratio to the ceiling measured in the same run) =="
+cat "$LOG"/bench_*.log | grep '^SUMMARY|' | cut -d'|' -f2- | column -t -s'|'
+exit $failed
