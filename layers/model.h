@@ -32,6 +32,10 @@ struct ParamTensor {
     bool decay = false;      // AdamW weight decay applies to 2-D weights only
 };
 
+// The parameter buffer's tensors in layout order (model_core.h lists it), shared by the CPU model and the GPU
+// model (model_cuda.h), so a checkpoint means the same on both.
+std::vector<ParamTensor> parameter_layout(const ModelConfig& config);
+
 // Whether t is the weight of an attention or MLP Linear (model.layers.L.self_attn.{q,k,v,o}_proj.weight,
 // model.layers.L.mlp.{gate,up,down}_proj.weight): what low-rank methods adapt, project or wrap; the rest
 // (embeddings, norms, lm_head) they train in full or freeze.

@@ -40,36 +40,9 @@ ModelCore<Real>::ModelCore(const ModelConfig& config, uint64_t seed) : config_(c
     const int C = c.dim, F = c.ffn_dim, V = c.vocab_size, QD = c.n_heads * c.head_dim(),
               KD = c.n_kv_heads * c.head_dim();
 
-    // 1. the layout
-    size_t offset = 0;
-    auto add = [&](const std::string& name, std::vector<int> shape) {
-        ParamTensor t;
-        t.name = name;
-        t.offset = offset;
-        t.size = 1;
-        for (int d : shape) t.size *= (size_t)d;
-        t.shape = std::move(shape);
-        t.decay = t.shape.size() == 2;
-        offset += t.size;
-        tensors_.push_back(t);
-    };
-    add("model.embed_tokens.weight", {V, C});
-    for (int l = 0; l < c.n_layers; l++) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        add(p + "input_layernorm.weight", {C});
-        add(p + "self_attn.q_proj.weight", {QD, C});
-        add(p + "self_attn.k_proj.weight", {KD, C});
-        add(p + "self_attn.v_proj.weight", {KD, C});
-        add(p + "self_attn.o_proj.weight", {C, QD});
-        add(p + "post_attention_layernorm.weight", {C});
-        add(p + "mlp.gate_proj.weight", {F, C});
-        add(p + "mlp.up_proj.weight", {F, C});
-        add(p + "mlp.down_proj.weight", {C, F});
-    }
-    add("model.norm.weight", {C});
-    if (!c.tied_embeddings) add("lm_head.weight", {V, C});
-    LLMQ_CHECK(offset == c.num_params(), "model %s: layout has %zu parameters, config says %zu", c.name.c_str(),
-               offset, c.num_params());
+    // 1. the layout (model.h parameter_layout)
+    tensors_ = parameter_layout(c);
+    const size_t offset = tensors_.empty() ? 0 : tensors_.back().offset + tensors_.back().size;
     params_.assign(offset, Real(0));
     grads_.assign(offset, Real(0));
     for (const ParamTensor& t : tensors_) grad_offset_.push_back(t.offset);
