@@ -79,7 +79,7 @@ grep -E '^\[  FAILED  \] [A-Za-z]' "$LOG/gpu_tests.log" | sort -u | head -20
 if command -v compute-sanitizer >/dev/null; then
     for tool in memcheck racecheck; do
         if over_budget; then record "compute-sanitizer $tool" skip "past the ${BUDGET} s budget"; continue; fi
-        timeout "$STEP_TIMEOUT" compute-sanitizer --tool $tool --error-exitcode 9 build/gpu_tests --gtest_brief=1 \
+        timeout "$STEP_TIMEOUT" compute-sanitizer --tool $tool --error-exitcode 9 build/gpu_tests --gtest_brief=1 --gtest_filter=-*Long* \
             > "$LOG/sanitizer_$tool.log" 2>&1
         rc=$?
         detail=$(grep -m1 -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOG/sanitizer_$tool.log")

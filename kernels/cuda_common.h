@@ -12,6 +12,8 @@
 //   Packed128<T>, load128,   16 bytes of T (8 bf16 or 4 floats) moved by one 128-bit load or store, the
 //   store128, aligned16      access width that saturates memory bandwidth; aligned16(p...) says whether
 //                            pointers allow it (kernels fall back to scalar code when they do not)
+//   NvtxRange r("name")      an NVTX range (Nsight Systems' timeline) open while r lives: every layer and op
+//                            of the GPU model is one, so a profile reads like the model's code
 //   DeviceBuffer<T>          a cudaMalloc'd array freed on destruction: upload, download, zero, and
 //                            poison (every byte 0xFF, a NaN in fp32 and in bf16), so a test proves that a
 //                            kernel wrote every element it should have.
@@ -21,6 +23,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 
 #include <string>
 #include <utility>
@@ -60,6 +63,14 @@ template <typename... P>
 inline bool aligned16(const P*... p) {
     return ((reinterpret_cast<uintptr_t>(p) % 16 == 0) && ...);
 }
+
+struct NvtxRange {
+    explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+    explicit NvtxRange(const std::string& name) : NvtxRange(name.c_str()) {}
+    ~NvtxRange() { nvtxRangePop(); }
+    NvtxRange(const NvtxRange&) = delete;
+    NvtxRange& operator=(const NvtxRange&) = delete;
+};
 
 template <typename T>
 class DeviceBuffer {
