@@ -4,6 +4,14 @@
 #include <cmath>
 #include <cstddef>
 
+// adam_direction, adamw_apply and adamw_element are also the element math of the CUDA kernel (kernels/adamw.cu),
+// so the GPU update is this very code: compiled by nvcc they are callable on the device too.
+#if defined(__CUDACC__)
+#define LLMQ_HOST_DEVICE __host__ __device__
+#else
+#define LLMQ_HOST_DEVICE
+#endif
+
 namespace llmq {
 
 // Every *_cpu function is a template over the scalar type Real, instantiated for float (the runtime) and
@@ -16,22 +24,23 @@ namespace llmq {
 template <typename Real>
 inline Real adam_bias_correction(Real beta, int step) { return Real(1) - (Real)std::pow((double)beta, step); }
 template <typename Real>
-inline Real adam_direction(Real g, Real& m, Real& v, Real beta1, Real beta2, Real eps, Real bc1, Real bc2) {
+LLMQ_HOST_DEVICE inline Real adam_direction(Real g, Real& m, Real& v, Real beta1, Real beta2, Real eps, Real bc1,
+                                            Real bc2) {
     m = beta1 * m + (Real(1) - beta1) * g;
     v = beta2 * v + (Real(1) - beta2) * g * g;
     const Real mhat = m / bc1, vhat = v / bc2;
     return mhat / (std::sqrt(vhat) + eps);
 }
 template <typename Real>
-inline void adamw_apply(Real& param, Real dir, Real lr, Real weight_decay) {
+LLMQ_HOST_DEVICE inline void adamw_apply(Real& param, Real dir, Real lr, Real weight_decay) {
     param -= lr * (dir + weight_decay * param);
 }
 
 // One element's whole AdamW update with the bias corrections bc1, bc2 given: direction, then decoupled decay
 // (SwitchLoRA's per-vector step counts call it; adamw_update_cpu below is the same per element).
 template <typename Real>
-inline void adamw_element(Real& param, Real g, Real& m, Real& v, Real lr, Real beta1, Real beta2, Real eps,
-                          Real weight_decay, Real bc1, Real bc2) {
+LLMQ_HOST_DEVICE inline void adamw_element(Real& param, Real g, Real& m, Real& v, Real lr, Real beta1, Real beta2,
+                                           Real eps, Real weight_decay, Real bc1, Real bc2) {
     adamw_apply(param, adam_direction(g, m, v, beta1, beta2, eps, bc1, bc2), lr, weight_decay);
 }
 
