@@ -125,9 +125,11 @@ int main(int argc, char** argv) {
 
     const double tflops_peak = dev::measured_bf16_tflops(), gbs_peak = dev::measured_copy_gbs();
     printf("measured cuBLAS bf16 rate: %.0f TFLOP/s, copy bandwidth: %.0f GB/s\n", tflops_peak, gbs_peak);
-    struct Shape { const char* model; int C, OC; } shapes[] = {{"60m", 512, 512},   {"60m", 512, 1376},
-                                                               {"350m", 1024, 2736}, {"1b", 2048, 5504},
-                                                               {"7b", 4096, 4096},  {"7b", 4096, 11008}};
+    struct Shape {
+        const char* model;
+        int C, OC;
+    } shapes[] = {{"60m", 512, 512},  {"60m", 512, 1376}, {"350m", 1024, 2736},
+                  {"1b", 2048, 5504}, {"7b", 4096, 4096}, {"7b", 4096, 11008}};
     for (const Shape& s : shapes) {
         const size_t wn = (size_t)s.OC * s.C;
         DeviceBuffer<bf16> wb(wn), scratch(wn);
@@ -152,15 +154,21 @@ int main(int argc, char** argv) {
             const double flop = 2.0 * N * (double)s.C * s.OC;
             const std::string shape = format("%s N=%d C=%d OC=%d", s.model, N, s.C, s.OC);
             const float ref_f = dev::median_ms([&] { cublas_forward(y.data(), x.data(), wb.data(), N, s.C, s.OC); });
-            const float ref_b = dev::median_ms([&] { cublas_backward_input(dx.data(), dy.data(), wb.data(), N, s.C, s.OC, true); });
-            dev::print_summary("matmul4_forward", "bf16 cuBLAS " + shape, ref_f, flop / (ref_f * 1e-3) / 1e12, tflops_peak, "TFLOP/s");
-            dev::print_summary("matmul4_backward_input", "bf16 cuBLAS " + shape, ref_b, flop / (ref_b * 1e-3) / 1e12, tflops_peak, "TFLOP/s");
+            const float ref_b =
+                dev::median_ms([&] { cublas_backward_input(dx.data(), dy.data(), wb.data(), N, s.C, s.OC, true); });
+            dev::print_summary("matmul4_forward", "bf16 cuBLAS " + shape, ref_f, flop / (ref_f * 1e-3) / 1e12,
+                               tflops_peak, "TFLOP/s");
+            dev::print_summary("matmul4_backward_input", "bf16 cuBLAS " + shape, ref_b, flop / (ref_b * 1e-3) / 1e12,
+                               tflops_peak, "TFLOP/s");
             for (int version = 1; version <= 2; version++) {
                 if (only && version != only) continue;
-                const float fms = dev::median_ms([&] { forward(version, y.data(), x.data(), w, scratch.data(), N, s.C, s.OC); });
-                const float bms = dev::median_ms([&] { backward_input(version, dx.data(), dy.data(), w, scratch.data(), N, s.C, s.OC, true); });
-                dev::print_summary("matmul4_forward", format("v%d %s (%.2fx bf16 cuBLAS)", version, shape.c_str(), fms / ref_f),
-                                   fms, flop / (fms * 1e-3) / 1e12, tflops_peak, "TFLOP/s");
+                const float fms =
+                    dev::median_ms([&] { forward(version, y.data(), x.data(), w, scratch.data(), N, s.C, s.OC); });
+                const float bms = dev::median_ms(
+                    [&] { backward_input(version, dx.data(), dy.data(), w, scratch.data(), N, s.C, s.OC, true); });
+                dev::print_summary("matmul4_forward",
+                                   format("v%d %s (%.2fx bf16 cuBLAS)", version, shape.c_str(), fms / ref_f), fms,
+                                   flop / (fms * 1e-3) / 1e12, tflops_peak, "TFLOP/s");
                 dev::print_summary("matmul4_backward_input",
                                    format("v%d %s (%.2fx bf16 cuBLAS)", version, shape.c_str(), bms / ref_b), bms,
                                    flop / (bms * 1e-3) / 1e12, tflops_peak, "TFLOP/s");

@@ -60,8 +60,7 @@ __host__ __device__ inline Packed128<bf16> dequant8(uint32_t word, float scale, 
 
 // log2(block), checking that a 16-element chunk starting at a multiple of 16 never straddles two blocks
 int block_shift_of(int block, const char* op) {
-    LLMQ_CHECK(block >= 16 && (block & (block - 1)) == 0, "%s: block size %d must be a power of two >= 16", op,
-               block);
+    LLMQ_CHECK(block >= 16 && (block & (block - 1)) == 0, "%s: block size %d must be a power of two >= 16", op, block);
     int shift = 0;
     while ((1 << shift) < block) shift++;
     return shift;
@@ -170,17 +169,19 @@ static_assert(kBN * kBK / 16 == kThreads, "one 16-code weight chunk per thread")
 // W[k][n], the (kBK, kBN) sub-block. Either way shared memory mirrors W's own layout.
 __host__ __device__ constexpr int weight_tile_cols(bool forward) { return forward ? kBK : kBN; }
 __host__ __device__ constexpr int weight_tile_ld(bool forward) { return weight_tile_cols(forward) + kPad; }
-__host__ __device__ constexpr int weight_tile_elems(bool forward) { return (forward ? kBN : kBK) * weight_tile_ld(forward); }
+__host__ __device__ constexpr int weight_tile_elems(bool forward) {
+    return (forward ? kBN : kBK) * weight_tile_ld(forward);
+}
 constexpr int kAElems = kBM * kLdA;
 
 struct Fused4bitArgs {
-    bf16* out;                // (M, n_out)
-    const bf16* a;            // (M, K) activations (forward: inp, K = C; backward: dout, K = OC)
-    const uint8_t* codes;     // W (w_rows, w_cols) = (OC, C) packed
-    const float* absmax;      // (w_rows * w_cols / block)
-    const float* code;        // (16)
+    bf16* out;             // (M, n_out)
+    const bf16* a;         // (M, K) activations (forward: inp, K = C; backward: dout, K = OC)
+    const uint8_t* codes;  // W (w_rows, w_cols) = (OC, C) packed
+    const float* absmax;   // (w_rows * w_cols / block)
+    const float* code;     // (16)
     int M, K, n_out, w_rows, w_cols, block_shift;
-    bool accumulate;          // out += instead of =
+    bool accumulate;  // out += instead of =
 };
 
 // 16 bytes global -> shared without passing through registers (sm_80+); src_size 0 writes 16 zero bytes and
@@ -304,7 +305,7 @@ __device__ inline void store_output_tile(const Fused4bitArgs& p, AccFrag (&acc)[
 template <bool kForward>
 __global__ void __launch_bounds__(kThreads, 2) matmul_4bit_kernel(const __grid_constant__ Fused4bitArgs p) {
     constexpr int kBElems = weight_tile_elems(kForward);
-    constexpr int kMainBytes = 2 * (kAElems + kBElems) * (int)sizeof(bf16);        // two stages of A and W
+    constexpr int kMainBytes = 2 * (kAElems + kBElems) * (int)sizeof(bf16);         // two stages of A and W
     constexpr int kEpilogueBytes = kThreads / 32 * 16 * kLdC * (int)sizeof(float);  // reuses the same memory
     __shared__ __align__(128) unsigned char smem[kMainBytes > kEpilogueBytes ? kMainBytes : kEpilogueBytes];
     __shared__ float s_code[16];
@@ -349,8 +350,8 @@ __global__ void __launch_bounds__(kThreads, 2) matmul_4bit_kernel(const __grid_c
 
 // The checks every user of a DeviceQuantizedTensor needs: its buffers match its shape and block.
 void check_device_tensor(const DeviceQuantizedTensor& w, const char* op) {
-    LLMQ_CHECK(w.format == QuantFormat::NF4 || w.format == QuantFormat::FP4, "%s: weight format %s is not nf4/fp4",
-               op, format_name(w.format));
+    LLMQ_CHECK(w.format == QuantFormat::NF4 || w.format == QuantFormat::FP4, "%s: weight format %s is not nf4/fp4", op,
+               format_name(w.format));
     LLMQ_CHECK(w.rows > 0 && w.cols > 0 && w.block > 0 && w.numel() % w.block == 0,
                "%s: block size %d does not divide the weight (%lld, %lld)", op, w.block, (long long)w.rows,
                (long long)w.cols);
@@ -374,8 +375,9 @@ void launch_matmul_4bit(bool forward, bf16* out, const bf16* a, const DeviceQuan
     if (N == 0) return;
     LLMQ_CHECK(out && a, "%s: null activation pointer", op);
     LLMQ_CHECK(aligned16(out, a), "%s: the activation buffers must be 16-byte aligned", op);
-    const Fused4bitArgs p{out, a, w.codes.data(), w.absmax.data(), w.code.data(),
-                          N, forward ? C : OC, forward ? OC : C, OC, C, block_shift, accumulate};
+    const int K = forward ? C : OC, n_out = forward ? OC : C;  // W is (OC, C) either way
+    const Fused4bitArgs p{out, a, w.codes.data(), w.absmax.data(), w.code.data(), N, K, n_out, OC, C, block_shift,
+                          accumulate};
     const dim3 grid(ceil_div(p.n_out, kBN), ceil_div(N, kBM));
     if (forward) matmul_4bit_kernel<true><<<grid, kThreads, 0, stream>>>(p);
     else matmul_4bit_kernel<false><<<grid, kThreads, 0, stream>>>(p);
@@ -432,13 +434,11 @@ void dequantize_4bit_cuda(bf16* out, const uint8_t* packed, const float* absmax,
     LLMQ_CHECK(out && packed && absmax && code16, "%s: null pointer", op);
     if (aligned16(out) && reinterpret_cast<uintptr_t>(packed) % 8 == 0) {
         const size_t chunks = n / 16;  // block >= 16 divides n
-        dequantize_4bit_kernel<<<grid_stride_blocks(chunks, kThreads), kThreads, 0, stream>>>(out, packed, absmax,
-                                                                                               code16, chunks,
-                                                                                               block_shift);
+        dequantize_4bit_kernel<<<grid_stride_blocks(chunks, kThreads), kThreads, 0, stream>>>(
+            out, packed, absmax, code16, chunks, block_shift);
     } else {
-        dequantize_4bit_scalar<<<grid_stride_blocks(n / 2, kThreads), kThreads, 0, stream>>>(out, packed, absmax,
-                                                                                              code16, n / 2,
-                                                                                              block_shift);
+        dequantize_4bit_scalar<<<grid_stride_blocks(n / 2, kThreads), kThreads, 0, stream>>>(
+            out, packed, absmax, code16, n / 2, block_shift);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -448,8 +448,8 @@ void dequantize_4bit_cuda(bf16* out, const DeviceQuantizedTensor& w, cudaStream_
     dequantize_4bit_cuda(out, w.codes.data(), w.absmax.data(), w.code.data(), w.rows, w.cols, w.block, stream);
 }
 
-void quantize_4bit_cuda(uint8_t* packed, float* absmax, const float* w, int64_t rows, int64_t cols,
-                        QuantFormat format, int block, cudaStream_t stream) {
+void quantize_4bit_cuda(uint8_t* packed, float* absmax, const float* w, int64_t rows, int64_t cols, QuantFormat format,
+                        int block, cudaStream_t stream) {
     LLMQ_CHECK(!is_int_format(format), "quantize_4bit_cuda: %s is not nf4/fp4", format_name(format));
     check_spec(QuantSpec{format, block}, rows, cols);  // block a power of two >= 32 dividing rows * cols
     LLMQ_CHECK(packed && absmax && w, "quantize_4bit_cuda: null pointer");
@@ -469,8 +469,8 @@ void matmul_4bit_forward_cuda(bf16* out, const bf16* inp, const DeviceQuantizedT
     launch_matmul_4bit(true, out, inp, w, N, C, OC, false, stream, "matmul_4bit_forward_cuda");
 }
 
-void matmul_4bit_backward_input_cuda(bf16* dinp, const bf16* dout, const DeviceQuantizedTensor& w, int N, int C,
-                                     int OC, bool accumulate, cudaStream_t stream) {
+void matmul_4bit_backward_input_cuda(bf16* dinp, const bf16* dout, const DeviceQuantizedTensor& w, int N, int C, int OC,
+                                     bool accumulate, cudaStream_t stream) {
     launch_matmul_4bit(false, dinp, dout, w, N, C, OC, accumulate, stream, "matmul_4bit_backward_input_cuda");
 }
 

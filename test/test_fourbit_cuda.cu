@@ -75,12 +75,12 @@ struct MatmulCase {
     bool double_quant;
     std::string name() const {
         return llmq::format("%s N=%d C=%d OC=%d block %d%s", format_name(format), N, C, OC, block,
-                      double_quant ? " double-quant" : "");
+                            double_quant ? " double-quant" : "");
     }
 };
 
 const MatmulCase kMatmulCases[] = {
-    {37, 512, 1376, QuantFormat::NF4, 64, false},  // 60m gate/up: tail rows, OC = 10 x 128 + 96
+    {37, 512, 1376, QuantFormat::NF4, 64, false},   // 60m gate/up: tail rows, OC = 10 x 128 + 96
     {130, 1376, 512, QuantFormat::FP4, 64, false},  // 60m down: 1376 % 64 = 32, blocks span rows; 2 row tiles
     {65, 80, 48, QuantFormat::NF4, 32, true},       // K = 2 x 32 + 16: a half K step; OC < one tile
     {256, 512, 512, QuantFormat::NF4, 128, false},  // whole tiles only
@@ -118,10 +118,11 @@ TEST(FourbitCuda, DequantizeMatchesCpuBitExactly) {
                  {QuantFormat::FP4, 3, 2048, 256, true}};
     Rng rng(11);
     for (const Case& c : cases) {
-        SCOPED_TRACE(llmq::format("%s (%lld, %lld) block %d", format_name(c.format), (long long)c.rows, (long long)c.cols,
-                            c.block));
+        SCOPED_TRACE(llmq::format("%s (%lld, %lld) block %d", format_name(c.format), (long long)c.rows,
+                                  (long long)c.cols, c.block));
         const auto w = test_weights(c.rows, c.cols, c.block, rng);
-        const QuantizedTensor q = quantize_4bit_cpu(w.data(), c.rows, c.cols, QuantSpec{c.format, c.block, true, c.double_quant});
+        const QuantizedTensor q =
+            quantize_4bit_cpu(w.data(), c.rows, c.cols, QuantSpec{c.format, c.block, true, c.double_quant});
         std::vector<float> ref(q.numel());
         dequantize_4bit_cpu(q, ref.data());
         const auto want = bf16_bits(to_bf16(ref));
@@ -142,7 +143,8 @@ TEST(FourbitCuda, DequantizeMatchesCpuBitExactly) {
         std::copy(q.codes.begin(), q.codes.end(), shifted_codes.begin() + 1);
         DeviceBuffer<uint8_t> codes(shifted_codes);
         out.poison();
-        dequantize_4bit_cuda(out.data() + 1, codes.data() + 1, dq.absmax.data(), dq.code.data(), c.rows, c.cols, c.block);
+        dequantize_4bit_cuda(out.data() + 1, codes.data() + 1, dq.absmax.data(), dq.code.data(), c.rows, c.cols,
+                             c.block);
         CUDA_CHECK(cudaDeviceSynchronize());
         got = bf16_bits(out.download());
         EXPECT_EQ(got[0], 0xFFFF) << "wrote before the start of the output";
@@ -160,8 +162,8 @@ TEST(FourbitCuda, QuantizeMatchesCpuBitwise) {
                  {QuantFormat::FP4, 1376, 512, 64}, {QuantFormat::NF4, 48, 80, 32},  {QuantFormat::FP4, 9, 1024, 256}};
     Rng rng(12);
     for (const Case& c : cases) {
-        SCOPED_TRACE(llmq::format("%s (%lld, %lld) block %d", format_name(c.format), (long long)c.rows, (long long)c.cols,
-                            c.block));
+        SCOPED_TRACE(llmq::format("%s (%lld, %lld) block %d", format_name(c.format), (long long)c.rows,
+                                  (long long)c.cols, c.block));
         const auto w = test_weights(c.rows, c.cols, c.block, rng);
         const QuantizedTensor want = quantize_4bit_cpu(w.data(), c.rows, c.cols, QuantSpec{c.format, c.block});
         DeviceBuffer<float> wd(w);
@@ -301,33 +303,35 @@ TEST(FourbitCuda, MatmulsAndQuantizeAreDeterministic) {
     EXPECT_EQ(first_difference(a.codes.download(), b.codes.download()), -1);
 }
 
+// call() throws llmq::Error whose message contains `part`
+template <typename F>
+void expect_error_with(F&& call, const std::string& part) {
+    try {
+        call();
+        ADD_FAILURE() << "no llmq::Error thrown; expected one with '" << part << "'";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "message '" << e.what() << "'";
+    }
+}
+
 TEST(FourbitCuda, BadArgumentsAreClearErrors) {
     LLMQ_REQUIRE_GPU();
     Rng rng(16);
     const auto wf = test_weights(64, 80, 64, rng);
     const DeviceQuantizedTensor w(quantize_4bit_cpu(wf.data(), 64, 80, QuantSpec{QuantFormat::NF4, 64}));
+    const auto wf72 = test_weights(8, 72, 64, rng);
+    const DeviceQuantizedTensor w72(quantize_4bit_cpu(wf72.data(), 8, 72, QuantSpec{QuantFormat::FP4, 64}));
     DeviceBuffer<bf16> a(16 * 80), b(16 * 80);
-    auto message = [](auto&& call) {
-        try {
-            call();
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("(no error)");
-    };
-    EXPECT_NE(message([&] { matmul_4bit_forward_cuda(b.data(), a.data(), w, 16, 64, 80); }).find("the weight is (64, 80)"),
-              std::string::npos);
-    const auto odd = quantize_4bit_cpu(test_weights(8, 72, 64, rng).data(), 8, 72, QuantSpec{QuantFormat::FP4, 64});
-    const DeviceQuantizedTensor w72(odd);
-    EXPECT_NE(message([&] { matmul_4bit_forward_cuda(b.data(), a.data(), w72, 16, 72, 8); }).find("C 72 must be a positive multiple of 16"),
-              std::string::npos);
-    EXPECT_NE(message([&] { matmul_4bit_backward_input_cuda(b.data() + 1, a.data(), w, 16, 80, 64, false); }).find("16-byte aligned"),
-              std::string::npos);
-    EXPECT_NE(message([&] { matmul_4bit_forward_cuda(b.data(), a.data(), w, -1, 80, 64); }).find("N -1"), std::string::npos);
-    EXPECT_NE(message([&] { dequantize_4bit_cuda(b.data(), w.codes.data(), w.absmax.data(), w.code.data(), 64, 80, 48); })
-                  .find("block size 48"),
-              std::string::npos);
-    EXPECT_THROW(DeviceQuantizedTensor(QuantFormat::INT4, 64, 80), Error);
+    expect_error_with([&] { matmul_4bit_forward_cuda(b.data(), a.data(), w, 16, 64, 80); }, "the weight is (64, 80)");
+    expect_error_with([&] { matmul_4bit_forward_cuda(b.data(), a.data(), w72, 16, 72, 8); },
+                      "C 72 must be a positive multiple of 16");
+    expect_error_with([&] { matmul_4bit_backward_input_cuda(b.data() + 1, a.data(), w, 16, 80, 64, false); },
+                      "16-byte aligned");
+    expect_error_with([&] { matmul_4bit_forward_cuda(b.data(), a.data(), w, -1, 80, 64); }, "N -1");
+    expect_error_with(
+        [&] { dequantize_4bit_cuda(b.data(), w.codes.data(), w.absmax.data(), w.code.data(), 64, 80, 48); },
+        "block size 48");
+    expect_error_with([&] { DeviceQuantizedTensor(QuantFormat::INT4, 64, 80); }, "int4 is not nf4/fp4");
     // N = 0 is a no-op, not an error
     EXPECT_NO_THROW(matmul_4bit_forward_cuda(b.data(), a.data(), w, 0, 80, 64));
 }
