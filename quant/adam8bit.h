@@ -19,6 +19,8 @@
 //   value (binary search, ties to the lower index, no stochastic rounding). An all-zero block stores
 //   absmax 0 and the code of 0.0.
 // The fp32 path runs the same update without the quantization.
+// The per-element arithmetic is adam8bit_update.h's, shared with the GPU kernel (adam8bit.cu) so both give the
+// same bits: one rounding per operation, the moment updates and the decay factor as explicit fmas.
 #pragma once
 
 #include <cstddef>

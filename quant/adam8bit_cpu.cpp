@@ -5,6 +5,7 @@
 
 #include "../kernels/common.h"
 #include "adam8bit.h"
+#include "adam8bit_update.h"
 #include "dynamic_map.h"
 
 namespace llmq {
@@ -39,27 +40,27 @@ static void check_state(const Adam8bitState& s) {
     LLMQ_CHECK(s.n > 0 && ok, "adam8bit: state buffers do not match its %lld elements", (long long)s.n);
 }
 
-void adam8bit_step_cpu(float* param, const float* grad, Adam8bitState& s, const Adam8bitHyper& h, int step,
-                       float grad_scale) {
+Adam8bitStepConstants adam8bit_step_constants(const Adam8bitHyper& h, int step) {
     LLMQ_CHECK(step >= 1, "adam8bit: step %d must be >= 1 (steps are 1-based)", step);
     LLMQ_CHECK(h.lr > 0 && h.eps > 0 && h.weight_decay >= 0, "adam8bit: lr %g and eps %g must be > 0, weight decay %g >= 0",
                h.lr, h.eps, h.weight_decay);
     LLMQ_CHECK(h.beta1 >= 0 && h.beta1 < 1 && h.beta2 >= 0 && h.beta2 < 1, "adam8bit: betas (%g, %g) must be in [0, 1)",
                h.beta1, h.beta2);
+    Adam8bitStepConstants k;
+    k.beta1 = h.beta1, k.beta2 = h.beta2, k.one_minus_beta1 = 1.0f - h.beta1, k.one_minus_beta2 = 1.0f - h.beta2;
+    k.lr = h.lr, k.eps = h.eps;
+    k.c1 = (float)(1.0 - std::pow((double)h.beta1, step)), k.c2 = (float)(1.0 - std::pow((double)h.beta2, step));
+    k.decay = adam8bit_math::fma(-h.lr, h.weight_decay, 1.0f);
+    return k;
+}
+
+void adam8bit_step_cpu(float* param, const float* grad, Adam8bitState& s, const Adam8bitHyper& h, int step,
+                       float grad_scale) {
+    const Adam8bitStepConstants k = adam8bit_step_constants(h, step);
     check_state(s);
-    const float b1 = h.beta1, b2 = h.beta2, lr = h.lr, eps = h.eps;
-    const float c1 = (float)(1.0 - std::pow((double)b1, step)), c2 = (float)(1.0 - std::pow((double)b2, step));
-    const float decay = 1.0f - lr * h.weight_decay;
-    // the per-element update shared by both paths; a non-finite g changes nothing
-    auto update = [=](float& p, float& m, float& v, float g) {
-        if (!std::isfinite(g)) return;
-        v = b2 * v + (1.0f - b2) * g * g;
-        m = b1 * m + (1.0f - b1) * g;
-        p -= lr * (m / c1) / (std::sqrt(v / c2) + eps);
-        p *= decay;
-    };
+    // the per-element update (adam8bit_update.h) is shared with the GPU kernel; a non-finite g changes nothing
     if (!s.eight_bit) {
-        for (int64_t i = 0; i < s.n; i++) update(param[i], s.m32[i], s.v32[i], grad[i] * grad_scale);
+        for (int64_t i = 0; i < s.n; i++) adam8bit_update(param[i], s.m32[i], s.v32[i], grad[i] * grad_scale, k);
         return;
     }
     const DynamicMap& smap = dynamic_map_signed();
@@ -73,15 +74,15 @@ void adam8bit_step_cpu(float* param, const float* grad, Adam8bitState& s, const 
             int64_t i = begin + j;
             m[j] = smap[s.m_codes[i]] * s.m_absmax[b];
             v[j] = umap[s.v_codes[i]] * s.v_absmax[b];
-            update(param[i], m[j], v[j], grad[i] * grad_scale);
-            m_max = std::fmax(m_max, std::fabs(m[j]));
-            v_max = std::fmax(v_max, std::fabs(v[j]));
+            adam8bit_update(param[i], m[j], v[j], grad[i] * grad_scale, k);
+            m_max = adam8bit_math::max_abs(m_max, m[j]);
+            v_max = adam8bit_math::max_abs(v_max, v[j]);
         }
         s.m_absmax[b] = m_max;
         s.v_absmax[b] = v_max;
         for (int64_t j = 0; j < count; j++) {
-            s.m_codes[begin + j] = quantize_to_map(smap, m_max > 0 ? m[j] / m_max : 0.0f);
-            s.v_codes[begin + j] = quantize_to_map(umap, v_max > 0 ? v[j] / v_max : 0.0f);
+            s.m_codes[begin + j] = quantize_to_map(smap, adam8bit_normalized(m[j], m_max));
+            s.v_codes[begin + j] = quantize_to_map(umap, adam8bit_normalized(v[j], v_max));
         }
     }
 }

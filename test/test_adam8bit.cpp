@@ -8,6 +8,7 @@
 
 #include "../quant/adam8bit.h"
 #include "../quant/dynamic_map.h"
+#include "adam8bit_test_util.h"
 #include "quant_test_util.h"
 
 using namespace llmq;
@@ -20,21 +21,12 @@ static int nearest_by_scan(const DynamicMap& map, float x) {
     return best;
 }
 
-// A state with random codes and absmax, as after some training.
-static Adam8bitState random_state(llmq::Rng& rng, int64_t n) {
-    Adam8bitState s = adam8bit_init(n);
-    EXPECT_TRUE(s.eight_bit);
-    for (auto& c : s.m_codes) c = (uint8_t)rng.below(256);
-    for (auto& c : s.v_codes) c = (uint8_t)(128 + rng.below(128));  // the upper half of the unsigned map
-    for (auto& a : s.m_absmax) a = 0.01f * (0.5f + rng.uniform());
-    for (auto& a : s.v_absmax) a = 1e-4f * (0.5f + rng.uniform());
-    return s;
-}
+using llmq::test::adam8bit_random_state;
 
 TEST(Adam8bit, OneStepMatchesIndependentReference) {
     llmq::Rng rng(8);
     const int64_t n = 256 * 17 + 100;  // a partial last block
-    Adam8bitState s = random_state(rng, n);
+    Adam8bitState s = adam8bit_random_state(rng, n);
     std::vector<float> p = llmq_test::normal_vector(rng, n), g = llmq_test::normal_vector(rng, n, 0.01f);
     g[5] = std::nanf("");
     g[300] = INFINITY;
