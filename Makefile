@@ -66,7 +66,7 @@ $(BUILD)/libllmq.a: $(LIB_OBJ)
 train: $(BUILD)/train.cu.o $(BUILD)/libllmq.a
 	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
 %: $(BUILD)/tools/%_main.cpp.o $(BUILD)/libllmq.a
-	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(LDLIBS)
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/tests: $(TEST_OBJ) $(BUILD)/libllmq.a
 	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(GTEST_LIBS) $(CUDA_LIBS) $(LDLIBS)

@@ -16,8 +16,11 @@
 //   tools/sampler.h      generate(): temperature / top-k sampling
 //   tools/tokenizer.h    Tokenizer: encode prompts, decode samples
 //
-// The work runs on the CPU reference backend; --device cuda checks for a GPU and says the CUDA backend is
-// not built yet (the kernels come later).
+//   tools/cuda_run.h     CudaRun: --device cuda, the training step on the GPU model (layers/model_cuda.h);
+//                        cuda_unsupported: the flags the GPU backend does not run yet
+//
+// --device auto trains on the GPU when one is present and the GPU backend runs the flags, else on the CPU
+// reference backend (which runs everything, on a tiny model in minutes).
 #include <cuda_runtime.h>
 #include <omp.h>
 
@@ -30,6 +33,7 @@
 #include "layers/config.h"
 #include "layers/model.h"
 #include "tools/checkpoint.h"
+#include "tools/cuda_run.h"
 #include "tools/train_method.h"
 #include "tools/flags.h"
 #include "tools/sampler.h"
@@ -37,9 +41,6 @@
 #include "tools/trainer.h"
 
 using namespace llmq;
-
-// True once layers/ has a CUDA implementation of the model; until then every run trains on the CPU.
-constexpr bool kCudaBackendBuilt = false;
 
 static const char* kTrainUsage =
     "usage: ./train [flags]                 train on the shards of --data\n"
@@ -60,21 +61,23 @@ static bool wants_help(int argc, char** argv, int begin) {
     return false;
 }
 
-// --device: cpu, or cuda where a GPU and the CUDA backend exist. Returns the device to train on.
-static std::string resolve_device(const std::string& device) {
-    if (device == "cpu") return "cpu";
+// --device: cpu; cuda (a GPU must be present); auto: cuda when a GPU is present and the GPU backend runs the
+// run's flags (tools/cuda_run.h cuda_unsupported), else cpu, saying why. Returns the device to train on.
+static std::string resolve_device(const TrainOptions& opts) {
+    if (opts.device == "cpu") return "cpu";
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
     bool gpu = err == cudaSuccess && count > 0;
-    if (device == "cuda") {
+    const std::string why = cuda_unsupported(opts);
+    if (opts.device == "cuda") {
+        LLMQ_CHECK(why.empty(), "--device cuda: %s; use --device cpu", why.c_str());
         LLMQ_CHECK(gpu, "--device cuda: no CUDA GPU found (cudaGetDeviceCount: %s)",
                    err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
-        LLMQ_CHECK(kCudaBackendBuilt, "--device cuda: %d CUDA GPU%s found, but the CUDA backend is not built yet; "
-                   "use --device cpu", count, count == 1 ? "" : "s");
         return "cuda";
     }
-    if (gpu && kCudaBackendBuilt) return "cuda";
-    if (gpu) printf("device: a CUDA GPU is present but the CUDA backend is not built yet; training on the CPU\n");
+    if (!gpu) return "cpu";
+    if (why.empty()) return "cuda";
+    printf("device: a CUDA GPU is present, but %s: training on the CPU\n", why.c_str());
     return "cpu";
 }
 
@@ -88,8 +91,8 @@ static int train_main(int argc, char** argv) {
     }
     flags.parse(argc, argv, 1);
     if (!opts.resume.empty()) apply_checkpoint_flags(flags, read_checkpoint_info(resolve_checkpoint_path(opts.resume)));
-    std::string device = resolve_device(opts.device);
-    printf("device: %s\n", device.c_str());
+    opts.device = resolve_device(opts);
+    printf("device: %s\n", opts.device.c_str());
     double t0 = now_seconds();
     TrainResult r = train(opts);
     if (r.interrupted) return 130;  // as a shell reports a process ended by SIGINT

@@ -123,7 +123,21 @@ __global__ void __launch_bounds__(kNormBlock) sum_squares_final_kernel(float* re
     if (threadIdx.x == 0) *result = (float)acc;
 }
 
+// out[i] = the stochastic rounding of in[i] with the bits of (key, i): the bf16 copy adamw_update_cuda writes
+__global__ void stochastic_round_kernel(bf16* out, const float* in, size_t n, uint64_t key) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = stochastic_round_bf16(in[i], key, i);
+}
+
 }  // namespace
+
+void stochastic_round_cuda(bf16* out, const float* in, size_t n, uint32_t seed, cudaStream_t stream) {
+    if (n == 0) return;
+    LLMQ_CHECK(out && in, "stochastic_round_cuda: out and in must not be null (n = %zu)", n);
+    stochastic_round_kernel<<<grid_stride_blocks(n, kBlock), kBlock, 0, stream>>>(out, in, n,
+                                                                                   stochastic_round_key(seed));
+    CUDA_CHECK_LAUNCH();
+}
 
 void adamw_update_cuda(float* master, bf16* param, const float* grad, float* m, float* v, size_t n, float lr,
                        float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,

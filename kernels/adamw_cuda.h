@@ -15,6 +15,11 @@ void adamw_update_cuda(float* master, bf16* param, const float* grad, float* m, 
                        float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,
                        uint32_t seed, cudaStream_t stream = 0);
 
+// out (n) bf16 = in (n) fp32 rounded stochastically with the bits of (seed, i): exactly the param copy that
+// adamw_update_cuda with this seed wrote for a master equal to in. A resumed run rebuilds its bf16 weights
+// with it from the checkpoint's masters, bit for bit as if it had never stopped.
+void stochastic_round_cuda(bf16* out, const float* in, size_t n, uint32_t seed, cudaStream_t stream = 0);
+
 // How many doubles of scratch sum_squares_cuda needs for n elements (at most 1024, at least 1).
 size_t sum_squares_scratch_count(size_t n);
 

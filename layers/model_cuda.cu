@@ -6,6 +6,8 @@
 #include <cmath>
 #include <string>
 
+#include <cuda_profiler_api.h>
+
 #include "../kernels/adamw_cuda.h"
 #include "../kernels/attention_cuda.h"
 #include "../kernels/crossentropy_cuda.h"
@@ -15,6 +17,7 @@
 #include "../kernels/rope.h"
 #include "../kernels/rope_cuda.h"
 #include "../kernels/swiglu_cuda.h"
+#include "../kernels/cuda_common.h"
 #include "../tools/float16.h"
 
 namespace llmq {
@@ -36,11 +39,14 @@ template <typename T>
 class Carver {
   public:
     void add(T** ptr, size_t n) { parts_.push_back({ptr, n}); }
-    void allocate(DeviceBuffer<T>& buf) {
-        constexpr size_t align = 256 / sizeof(T);
+    size_t bytes() const {
         size_t total = 0;
-        for (auto& p : parts_) total += (p.n + align - 1) / align * align;
-        buf.resize(total);
+        for (auto& p : parts_) total += (p.n + kAlign - 1) / kAlign * kAlign;
+        return total * sizeof(T);
+    }
+    void allocate(DeviceBuffer<T>& buf) {
+        constexpr size_t align = kAlign;
+        buf.resize(bytes() / sizeof(T));
         size_t at = 0;
         for (auto& p : parts_) {
             *p.ptr = buf.data() + at;
@@ -50,6 +56,7 @@ class Carver {
     }
 
   private:
+    static constexpr size_t kAlign = 256 / sizeof(T);
     struct Part {
         T** ptr;
         size_t n;
@@ -83,11 +90,18 @@ struct ModelCudaBuffers {
 };
 
 ModelCuda::ModelCuda(const ModelConfig& config, const float* params)
-    : config_(config), tensors_(parameter_layout(config)), d_(new ModelCudaBuffers) {
+    : config_(config), tensors_(parameter_layout(config)) {
     config_.validate();
     std::string why;
     LLMQ_CHECK(cuda_device_count(&why) > 0, "--device cuda: no CUDA GPU (%s)", why.c_str());
     num_params_ = tensors_.back().offset + tensors_.back().size;
+    d_.reset(new ModelCudaBuffers);  // its cuBLASLt handle and workspace need the GPU
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    const double state = 18.0 * num_params_, GiB = 1073741824.0;  // fp32 master, grad, m, v + the bf16 copy
+    LLMQ_CHECK(state < free, "--model %s: its %zu parameters need %.2f GiB on the GPU (fp32 masters, gradients and "
+               "AdamW state, bf16 weights), more than the %.2f GiB free (of %.1f GiB)", config_.name.c_str(),
+               num_params_, state / GiB, free / GiB, total / GiB);
     ModelCudaBuffers& d = *d_;
     const std::vector<float> host(params, params + num_params_);
     d.master.upload(host);
@@ -158,6 +172,12 @@ void ModelCuda::plan(int B, int T) {
     f.add(&d.attention_scratch, attention_backward_scratch_floats(B, T, c.n_heads, hd));
     f.add(&d.sumsq, 1);
     d.acts.resize(0), d.stats.resize(0);  // free the old plan first: the new one may need the room
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    const double need = (double)b.bytes() + f.bytes(), GiB = 1073741824.0;
+    LLMQ_CHECK(need < free, "--batch %d x --seq %d: the GPU activations need %.2f GiB, more than the %.2f GiB free on "
+               "the GPU (of %.1f GiB); lower --batch (and raise --grad-accum) or --seq", B, T, need / GiB, free / GiB,
+               total / GiB);
     b.allocate(d.acts);
     f.allocate(d.stats);
     d.tokens.resize(N), d.targets.resize(N);
@@ -316,19 +336,63 @@ float ModelCuda::grad_norm() {
     return std::sqrt(sumsq);
 }
 
+// each tensor its own rounding stream: element indices restart at 0 in every tensor
+uint32_t ModelCuda::tensor_seed(uint32_t seed, size_t tensor) const {
+    return seed ^ (uint32_t)((tensor + 1) * 0x9E3779B9u);
+}
+
 void ModelCuda::adamw_step(float lr, float beta1, float beta2, float eps, float weight_decay, int step,
                            float grad_scale, uint32_t seed) {
     ModelCudaBuffers& d = *d_;
     NvtxRange r("adamw");
     for (size_t i = 0; i < tensors_.size(); i++) {
         const ParamTensor& t = tensors_[i];
-        // each tensor its own rounding stream: element indices restart at 0 in every tensor
-        const uint32_t tensor_seed = seed ^ (uint32_t)((i + 1) * 0x9E3779B9u);
         adamw_update_cuda(d.master.data() + t.offset, d.weights.data() + t.offset, d.grads.data() + t.offset,
                           d.m.data() + t.offset, d.v.data() + t.offset, t.size, lr, beta1, beta2, eps,
-                          t.decay ? weight_decay : 0.0f, step, grad_scale, tensor_seed);
+                          t.decay ? weight_decay : 0.0f, step, grad_scale, tensor_seed(seed, i));
     }
 }
+
+void ModelCuda::upload_state(const float* params, const float* m, const float* v, uint32_t seed) {
+    ModelCudaBuffers& d = *d_;
+    const size_t bytes = num_params_ * sizeof(float);
+    CUDA_CHECK(cudaMemcpy(d.master.data(), params, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d.m.data(), m, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d.v.data(), v, bytes, cudaMemcpyHostToDevice));
+    for (size_t i = 0; i < tensors_.size(); i++) {
+        const ParamTensor& t = tensors_[i];
+        stochastic_round_cuda(d.weights.data() + t.offset, d.master.data() + t.offset, t.size, tensor_seed(seed, i));
+    }
+}
+
+void ModelCuda::download_optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
+    m = d_->m.download();
+    v = d_->v.download();
+}
+
+static size_t g_device_peak = 0;
+
+size_t ModelCuda::device_bytes_in_use() {
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    g_device_peak = std::max(g_device_peak, total - free);
+    return total - free;
+}
+
+size_t ModelCuda::device_bytes_peak() {
+    device_bytes_in_use();
+    return g_device_peak;
+}
+
+std::string ModelCuda::device_name() {
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp p;
+    CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+    return format("%s (%.0f GiB)", p.name, p.totalGlobalMem / 1073741824.0);
+}
+
+void ModelCuda::profiler_range(bool on) { CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop()); }
 
 std::vector<float> ModelCuda::download_params() const { return d_->master.download(); }
 std::vector<float> ModelCuda::download_grads() const { return d_->grads.download(); }

@@ -13,14 +13,14 @@
 // fusion is the residual add with the RMSNorm that follows it (kernels/rmsnorm.cu). Every layer and op is an
 // NVTX range. Deterministic: two runs from the same parameters and tokens give bitwise the same losses and
 // gradients (no float atomics anywhere; test/test_model_cuda.cu checks it).
-// Only .cu files include this header.
+// This header names no CUDA type, so the trainer (plain C++) drives the GPU model through it.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
-#include "../kernels/cuda_common.h"
 #include "config.h"
 #include "model.h"
 
@@ -48,9 +48,14 @@ class ModelCuda {
     void backward();
     // sqrt(sum of squares) of the whole gradient buffer (deterministic reduction).
     float grad_norm();
-    // AdamW on every tensor (weight decay on 2-D tensors only, as the CPU AdamW), gradients times grad_scale.
+    // AdamW on every tensor (weight decay on 2-D tensors only, as the CPU AdamW), gradients times grad_scale;
+    // step is 1-based (the bias correction's). The bf16 copy is rounded stochastically with seed's streams.
     void adamw_step(float lr, float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,
                     uint32_t seed);
+    // Resuming: the masters and AdamW's m, v (num_params each) from a checkpoint, and the bf16 copy rebuilt as
+    // the step with `seed` rounded it (so the run goes on bit for bit as if it had never stopped).
+    void upload_state(const float* params, const float* m, const float* v, uint32_t seed);
+    void download_optimizer_state(std::vector<float>& m, std::vector<float>& v) const;
 
     std::vector<float> download_params() const;  // the fp32 masters (num_params)
     std::vector<float> download_grads() const;   // (num_params)
@@ -59,8 +64,17 @@ class ModelCuda {
     size_t optimizer_bytes() const;   // m, v
     size_t activation_bytes() const;  // for the last (B,T), scratch included
 
+    // What this process has allocated on the GPU now (cudaMemGetInfo: total - free, so it includes cuBLAS's
+    // workspace and the CUDA context), and the most seen by any call of it so far.
+    static size_t device_bytes_in_use();
+    static size_t device_bytes_peak();
+    static std::string device_name();
+    // Nsight's capture range (cudaProfilerStart / Stop): ./train --profile brackets its steps with them.
+    static void profiler_range(bool on);
+
   private:
-    void plan(int B, int T);  // (re)allocates the activations for (B,T)
+    void plan(int B, int T);
+    uint32_t tensor_seed(uint32_t seed, size_t tensor) const;  // (re)allocates the activations for (B,T)
     void forward_layer(int l);
     void backward_layer(int l);
 

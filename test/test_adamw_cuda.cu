@@ -250,3 +250,21 @@ TEST(SumSquaresCuda, DeterministicAndEmpty) {
     EXPECT_EQ(sum_squares_scratch_count(0), 1u);
     EXPECT_LE(sum_squares_scratch_count((size_t)1 << 34), 1024u);
 }
+
+// stochastic_round_cuda rebuilds exactly the bf16 copy a step wrote from the step's master and seed (resume)
+TEST(AdamwCuda, StochasticRoundCopyEqualsTheStepsCopy) {
+    LLMQ_REQUIRE_GPU();
+    const size_t n = 50001;
+    Rng rng(9);
+    const auto w = randn_floats(n, rng), m = randn_floats(n, rng, 0.01f), g = randn_floats(n, rng);
+    std::vector<float> v(n);
+    for (float& x : v) x = std::fabs(rng.normal()) * 1e-4f;
+    DeviceState a(w, m, v, 0);
+    a.step(g, Hyper{}, 5, 777);
+    DeviceBuffer<bf16> copy(n);
+    copy.poison();
+    stochastic_round_cuda(copy.data(), a.master.data(), n, 777);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto want = a.param.download(), got = copy.download();
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), n * sizeof(bf16)));
+}

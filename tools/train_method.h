@@ -97,6 +97,9 @@ class TrainMethod {
     // (NAN when nothing was updated). Merges log one line each.
     float finish_step(int step, bool skip, FILE* log);
 
+    // The model buffer's AdamW (full; LoQT's and --train-rest's other tensors), null when it has none: the GPU
+    // backend (cuda_run.h) keeps it as the host mirror of its own optimizer state.
+    AdamW* model_optimizer() { return model_opt_.get(); }
     LoraAdapters* lora() { return lora_.get(); }  // lora, qlora, relora: for the peft export
     bool has_adapters() const;  // the model's Linears carry adapters (exports merge them into the base)
     // Whether the adapters alone, put on the ORIGINAL base (peft's way), give this model: lora and qlora with the

@@ -16,6 +16,7 @@
 #include "../layers/optimizer.h"
 #include "../layers/model_core.h"
 #include "../layers/wtacrs.h"
+#include "cuda_run.h"
 #include "dataloader.h"
 #include "hf_llama.h"
 #include "hf_peft.h"
@@ -93,8 +94,11 @@ void add_train_flags(FlagSet& f, TrainOptions& o) {
     f.add("loqt-quant-p", &o.loqt_quant_p, "loqt: 1 stores the frozen projection P in NF4");
     f.add("loqt-ec-iters", &o.loqt_ec_iters, "loqt: error-compensation iterations at each merge (0: none)");
     f.add("on-nan", &o.on_nan, "on a non-finite loss or gradient: stop (exit 1) or skip the step", {"stop", "skip"});
-    f.add("device", &o.device, "where to train (auto: cuda when a GPU and the CUDA backend exist)",
-          {"auto", "cpu", "cuda"});
+    f.add("device", &o.device, "where to train (auto: cuda when a GPU is present and the GPU backend runs the "
+          "other flags, else cpu)", {"auto", "cpu", "cuda"});
+    f.add("profile", &o.profile, "cuda: a short run for Nsight: N steps (the schedule over N), steps 3..N between "
+          "cudaProfilerStart/Stop (nsys profile --capture-range=cudaProfilerApi), NVTX ranges on every layer and op, "
+          "no evaluation or samples (0: off)");
     f.add("threads", &o.threads, "CPU threads (0: OpenMP's default)");
     f.add("out", &o.out, "output directory: metrics.jsonl, loss.svg, checkpoints");
     f.add("log-every", &o.log_every, "print a step line every N steps");
@@ -162,6 +166,13 @@ void check_options(const TrainOptions& o) {
     LLMQ_CHECK(o.wtacrs >= 0 && o.wtacrs <= 1, "--wtacrs %g must be in [0, 1] (0: off)", o.wtacrs);
     LLMQ_CHECK(o.recompute == "none" || o.recompute == "mlp", "--recompute '%s' is unknown (none, mlp)",
                o.recompute.c_str());
+    LLMQ_CHECK(o.profile >= 0, "--profile %d must not be negative", o.profile);
+    LLMQ_CHECK(o.profile == 0 || o.device == "cuda", "--profile %d needs --device cuda (it profiles the GPU backend)",
+               o.profile);
+    if (o.device == "cuda") {
+        const std::string why = cuda_unsupported(o);
+        LLMQ_CHECK(why.empty(), "--device cuda: %s; use --device cpu", why.c_str());
+    }
 }
 
 // --wtacrs-layers as module short names (q,k,v,o,gate,up,down); an unknown name is an error naming the flag.
@@ -242,7 +253,10 @@ void check_memory(const ModelConfig& c, const TrainOptions& o) {
     double state = (8.0 + (o.optimizer == "adamw8bit" ? 2.04 : 8.0)) * c.num_params();
     // the activation plan of a training step, keeping every layer input (what WTA-CRS drops only lowers it)
     const std::vector<uint8_t> dropped(c.n_layers, o.recompute == "mlp" ? kDropGateUp : 0);
-    double acts = (double)Activations<float>::bytes_for(c, o.batch, o.seq, dropped, kDefaultClassifierChunk);
+    // (on --device cuda the activations live on the GPU: ModelCuda checks them against its memory)
+    double acts = o.device == "cuda" ? 0.0
+                                     : (double)Activations<float>::bytes_for(c, o.batch, o.seq, dropped,
+                                                                             kDefaultClassifierChunk);
     double avail = available_memory_bytes(), GiB = 1024.0 * 1024.0 * 1024.0;
     LLMQ_CHECK(state < avail, "--model %s: parameters, gradients and AdamW state need %.1f GiB, more than the %.1f GiB "
                "of memory available", o.model.c_str(), state / GiB, avail / GiB);
@@ -337,8 +351,13 @@ std::string describe_non_finite(Model& model, double loss) {
     return out;
 }
 
-TrainResult train(const TrainOptions& o, FILE* log) {
-    check_options(o);
+TrainResult train(const TrainOptions& options, FILE* log) {
+    check_options(options);
+    TrainOptions o = options;
+    if (o.profile > 0) {  // a short run for Nsight: nothing but training steps
+        o.steps = std::min(o.steps, o.profile);
+        o.eval_every = o.val_batches = o.ckpt_every = o.ckpt_keep_every = o.sample_every = o.sample_tokens = 0;
+    }
     if (o.threads > 0) omp_set_num_threads(o.threads);
     const int B = o.batch, T = o.seq;
     TrainResult result;
@@ -431,6 +450,9 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         if (!samplers.empty()) restore_wtacrs_state(samplers, wtacrs_state->bytes, ckpt_path.c_str());
     }
     const size_t wtacrs_count = samplers.size();
+    // --device cuda: the GPU model trains; model and method stay its host mirror (tools/cuda_run.h)
+    std::unique_ptr<CudaRun> gpu;
+    if (o.device == "cuda") gpu = std::make_unique<CudaRun>(model, *method.model_optimizer(), o, step);
     MetricsLog metrics(o.out, ckpt_path.empty() ? -1 : step);
     FlagValues flag_values;
     {
@@ -440,6 +462,8 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         flag_values = fs.values();
     }
 
+    if (gpu) fprintf(log, "device: cuda, %s: bf16 activations and weights, fp32 masters, gradients and AdamW\n",
+                     gpu->device_name().c_str());
     fprintf(log, "model: %s\n", cfg.describe().c_str());
     fprintf(log, "train data: %s\n", train_data.description().c_str());
     fprintf(log, "val data: %s\n", val_data ? val_data->description().c_str() : "none (no *_val_*.bin shards)");
@@ -479,12 +503,15 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         val_data->reset();
         for (int b = 0; b < val_batch_count; b++) {
             val_data->next_batch(inputs.data(), targets.data());
-            sum += model.forward(inputs.data(), targets.data(), B, T);
+            sum += gpu ? gpu->evaluate_batch(inputs.data(), targets.data())
+                       : model.forward(inputs.data(), targets.data(), B, T);
         }
         return sum / val_batch_count;
     };
     // DIR/latest.ckpt when `latest`, and a kept DIR/ckpt_step_N.ckpt at multiples of --ckpt-keep-every
     auto save = [&](int64_t at_step, bool latest) {
+        if (!latest && !(o.ckpt_keep_every > 0 && at_step % o.ckpt_keep_every == 0)) return;
+        if (gpu) gpu->sync_to_host();
         TrainState st{at_step, train_data.position().epoch, train_data.position().index, rng.state};
         std::vector<StateSection> sections;
         if (!samplers.empty()) sections.push_back({"wtacrs", wtacrs_state_bytes(samplers)});
@@ -494,6 +521,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     };
     auto sample = [&](int64_t at_step) {
         if (!tok || o.sample_tokens <= 0) return;
+        if (gpu) gpu->sync_to_host();  // the CPU model samples
         int start = train_data.eot_id() >= 0 ? train_data.eot_id() : (int)tok->eot_id();
         Rng sample_rng(o.seed ^ (0x5A3C9E1Dull * (uint64_t)(at_step + 1)));
         SampleOptions so;
@@ -509,37 +537,54 @@ TrainResult train(const TrainOptions& o, FILE* log) {
     bar.update((double)step);
     // memory by component: weights, gradients, optimizer state (the method's), activations (+ layer scratch)
     method.describe(log);
-    const MethodMemory held = method.memory();
+    const MethodMemory held = gpu ? MethodMemory{gpu->weight_bytes(), gpu->gradient_bytes(), gpu->optimizer_bytes(), 0}
+                                  : method.memory();
     const float micro_scale = 1.0f / o.grad_accum;
     InterruptGuard interrupt_guard;
     for (; step < o.steps; step++) {
         double t0 = now_seconds();
-        method.zero_grad();
-        method.begin_step((int)step);
+        if (gpu && o.profile > 0 && step == std::min<int64_t>(result.first_step + 2, o.steps - 1))
+            gpu->profiler_range(true);  // after two warm-up steps
         double loss = 0;
-        for (int micro = 0; micro < o.grad_accum; micro++) {
-            train_data.next_batch(inputs.data(), targets.data());
-            method.begin_micro_batch(rng);  // adapter dropout's masks
-            loss += model.forward(inputs.data(), targets.data(), B, T);
-            model.backward(micro_scale);
-            method.end_micro_batch();
+        float norm = NAN;
+        if (gpu) {
+            gpu->zero_grad();
+            for (int micro = 0; micro < o.grad_accum; micro++) {
+                train_data.next_batch(inputs.data(), targets.data());
+                loss += gpu->micro_batch(inputs.data(), targets.data());
+            }
+            norm = gpu->grad_norm();
+        } else {
+            method.zero_grad();
+            method.begin_step((int)step);
+            for (int micro = 0; micro < o.grad_accum; micro++) {
+                train_data.next_batch(inputs.data(), targets.data());
+                method.begin_micro_batch(rng);  // adapter dropout's masks
+                loss += model.forward(inputs.data(), targets.data(), B, T);
+                model.backward(micro_scale);
+                method.end_micro_batch();
+            }
         }
         loss /= o.grad_accum;
-        const bool finite = std::isfinite(loss) && method.grads_finite();
+        const bool finite = std::isfinite(loss) && (gpu ? std::isfinite(norm) : method.grads_finite());
         const float lr = method.lr((int)step);
         if (!finite) {
-            std::string what = describe_non_finite(model, loss);
+            std::string what = gpu ? format("loss %g, gradient norm %g", loss, norm) : describe_non_finite(model, loss);
             LLMQ_CHECK(o.on_nan == "skip" && !method.merging(), "step %lld: %s; stopping (%s)", (long long)step + 1,
                        what.c_str(), method.merging() ? "a LoQT merge step's gradient sets the projections"
                                                       : "--on-nan skip skips such steps");
             fprintf(log, "step %lld: %s; skipping the update (--on-nan skip)\n", (long long)step + 1, what.c_str());
             result.skipped_steps++;
         }
-        const float norm = method.finish_step((int)step, !finite, log);
+        if (gpu) {
+            if (finite) gpu->apply_update(step, lr, norm);
+        } else {
+            norm = method.finish_step((int)step, !finite, log);
+        }
         double dt = now_seconds() - t0;
         double tokens_per_s = (double)B * T * o.grad_accum / dt;
         // activations include the Linears' scratch and WTA-CRS's kept rows (reported apart too)
-        const size_t act_bytes = model.activation_bytes();
+        const size_t act_bytes = gpu ? gpu->activation_bytes() : model.activation_bytes();
         size_t kept = 0;
         for (auto& L : model.core().layers())
             for (const Linear<float>* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) kept += lin->kept_sample_bytes();
@@ -558,13 +603,14 @@ TrainResult train(const TrainOptions& o, FILE* log) {
                      {"mem_weights", (double)held.weights}, {"mem_grads", (double)held.grads},
                      {"mem_optimizer", (double)held.optimizer}, {"mem_activations", (double)act_bytes},
                      {"wtacrs_kept_bytes", (double)kept}, {"step_s", dt},
+                     {"device_mem_peak", gpu ? (double)gpu->device_peak_bytes() : 0.0},
                      {"skipped", finite ? 0.0 : 1.0}});
         bar.update((double)step + 1);
         if ((step + 1) % o.log_every == 0 || step == result.first_step || step + 1 == o.steps) {
             if (tty_bar) fputs("\r\033[K", stderr);
-            fprintf(log, "step %5lld/%d | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | mem %s | %.0f ms\n",
+            fprintf(log, "step %5lld/%d | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | mem %s%s | %.0f ms\n",
                     (long long)step + 1, o.steps, loss, lr, norm, tokens_per_s, human_bytes((double)mem).c_str(),
-                    dt * 1e3);
+                    gpu ? (" (GPU peak " + human_bytes((double)gpu->device_peak_bytes()) + ")").c_str() : "", dt * 1e3);
             fflush(log);
         }
         bool last = step + 1 == o.steps;
@@ -587,6 +633,7 @@ TrainResult train(const TrainOptions& o, FILE* log) {
         if (!last) save(step + 1, o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0);
     }
     bar.finish();
+    if (gpu && o.profile > 0) gpu->profiler_range(false);
 
     // ---- the end: final evaluation, plot, checkpoint, sample
     if (val_data && val_batch_count > 0) {

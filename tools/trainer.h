@@ -75,6 +75,7 @@ struct TrainOptions {
     std::string on_nan = "stop";
     // machine
     std::string device = "auto";
+    int profile = 0;  // --device cuda: a short run of N steps for Nsight (cuda_run.h)
     int threads = 0;
     // output, evaluation, checkpoints
     std::string out = "out";
