@@ -31,7 +31,9 @@ GTEST_LIBS   ?= -lgtest -lgtest_main
 CXXFLAGS  += $(GTEST_CFLAGS)
 NVCCFLAGS += $(GTEST_CFLAGS)
 CUDA_LIBS := -lcublasLt -lcublas -Xlinker -rpath=$(dir $(shell which $(NVCC)))../lib64
-LDLIBS    := -Xcompiler -fopenmp -llapack -lblas -lpthread
+# LAPACK/BLAS (the CPU SVD): the system's, unless dev/gpucheck.sh points this at the copies in build/deps
+LAPACK_LIBS ?= -llapack -lblas
+LDLIBS    := -Xcompiler -fopenmp $(LAPACK_LIBS) -lpthread
 
 PROGRAM_MAINS := $(wildcard tools/*_main.cpp)
 LIB_SRC := $(filter-out $(PROGRAM_MAINS), $(wildcard kernels/*.cpp layers/*.cpp quant/*.cpp adapters/*.cpp tools/*.cpp)) \
@@ -40,7 +42,7 @@ LIB_OBJ := $(patsubst %,$(BUILD)/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard test/*.cpp test/*.cu)
 TEST_OBJ := $(patsubst %,$(BUILD)/%.o,$(TEST_SRC))
 # The GPU tests (test/*_cuda.cu) are in build/tests with the rest (skipping without a GPU) and alone in
-# build/gpu_tests, which links no LAPACK, for `make gpucheck` and compute-sanitizer.
+# build/gpu_tests, for `make gpucheck` and compute-sanitizer.
 GPU_TEST_OBJ := $(patsubst %,$(BUILD)/%.o,$(wildcard test/*_cuda.cu))
 DEV_SRC := $(wildcard dev/*.cu dev/*.cpp)
 DEV_BIN := $(patsubst dev/%,$(BUILD)/dev/%,$(basename $(DEV_SRC)))
@@ -71,7 +73,7 @@ train: $(BUILD)/train.cu.o $(BUILD)/libllmq.a
 $(BUILD)/tests: $(TEST_OBJ) $(BUILD)/libllmq.a
 	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(GTEST_LIBS) $(CUDA_LIBS) $(LDLIBS)
 $(BUILD)/gpu_tests: $(GPU_TEST_OBJ) $(BUILD)/libllmq.a
-	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(GTEST_LIBS) $(CUDA_LIBS) -Xcompiler -fopenmp -lpthread
+	$(NVCC) $(NVCCFLAGS) $^ -o $@ $(GTEST_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/dev/%: dev/%.cu $(BUILD)/libllmq.a
 	@mkdir -p $(dir $@)
@@ -81,7 +83,7 @@ print-cuda-benchmarks:
 	@echo $(DEV_CUDA_BIN)
 $(BUILD)/dev/%: dev/%.cpp $(BUILD)/libllmq.a
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp -llapack -lblas -lpthread
+	$(CXX) $(CXXFLAGS) $^ -o $@ -fopenmp $(LAPACK_LIBS) -lpthread
 
 # The demo: a 4096-token BPE vocabulary trained on the bundled corpus (the tiny model's LM head with
 # gpt2's 50257 tokens is too slow to learn much in a few CPU minutes), the corpus sharded with it (one
@@ -100,11 +102,13 @@ test: $(BUILD)/tests $(PROGRAMS)
 # On a GPU machine: build, every GPU test, compute-sanitizer, every benchmark, one summary table.
 gpucheck:
 	bash dev/gpucheck.sh
-# Copies GoogleTest's sources (Debian's libgtest-dev ships them) into build/deps, for GPU machines whose
-# image has no GoogleTest: carry build/deps there and dev/gpucheck.sh builds it.
+# Copies GoogleTest's sources (Debian's libgtest-dev ships them) and the LAPACK/BLAS shared libraries into
+# build/deps, for GPU machines whose image has neither: carry build/deps there; dev/gpucheck.sh uses them.
+GPUDEPS_LIBS := liblapack.so.3 libblas.so.3 libgfortran.so.5 libquadmath.so.0
 gpudeps:
-	@mkdir -p $(BUILD)/deps
-	cp -r /usr/src/googletest/googletest $(BUILD)/deps/googletest
+	@mkdir -p $(BUILD)/deps/lib
+	rm -rf $(BUILD)/deps/googletest && cp -r /usr/src/googletest/googletest $(BUILD)/deps/googletest
+	for lib in $(GPUDEPS_LIBS); do cp -L /usr/lib/x86_64-linux-gnu/$$lib $(BUILD)/deps/lib/; done
 
 clean:
 	rm -rf $(BUILD) $(PROGRAMS)

@@ -4,14 +4,16 @@
 #   1. builds build/gpu_tests (every test/*_cuda.cu) and the CUDA benchmarks (dev/*.cu)
 #   2. runs every GPU test
 #   3. runs the GPU tests again under compute-sanitizer: memcheck, then racecheck
-#   4. runs every benchmark (each checks its versions against the CPU reference, then times them against
+#   4. trains tiny for 60 steps with ./train --device cuda (the loss must fall), and 2 steps under each sanitizer
+#   5. runs every benchmark (each checks its versions against the CPU reference, then times them against
 #      the ceilings it measures) and, where PyTorch is installed, dev/peers_torch.py on the same shapes
-#   5. prints one summary table: each step's result, then every benchmark's SUMMARY line
+#   6. prints one summary table: each step's result, then every benchmark's SUMMARY line
 # Logs go to $OUT (or build/gpucheck) as <step>.log. The exit status is non-zero if any step failed.
 # Without a GPU it says so and exits 1: nothing here can be verified on a CPU.
 #
-# GoogleTest: the system's if it has one, else built from the sources `make gpudeps` copied into
-# build/deps/googletest on a machine that has the Debian package (carry build/deps to the GPU machine).
+# GoogleTest and LAPACK: the system's if it has them, else what `make gpudeps` copied into build/deps on a
+# machine that has the Debian packages (GoogleTest's sources, built here; LAPACK's shared libraries). Carry
+# build/deps to the GPU machine: `run` with carry ["build/deps"], command `make gpucheck`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-build/gpucheck}
@@ -49,6 +51,17 @@ if ! echo '#include <gtest/gtest.h>' | g++ -E -x c++ - >/dev/null 2>&1; then
         ar rcs build/deps/gtest/libgtest.a build/deps/gtest/gtest-all.o &&
         ar rcs build/deps/gtest/libgtest_main.a build/deps/gtest/gtest_main.o || { echo "gpucheck: building GoogleTest failed"; exit 1; }
     GTEST_VARS=("GTEST_CFLAGS=-isystem $src/include" "GTEST_LIBS=build/deps/gtest/libgtest_main.a build/deps/gtest/libgtest.a -lpthread")
+fi
+
+if ! echo 'int main() {}' | g++ -x c++ - -llapack -lblas -o /dev/null >/dev/null 2>&1; then
+    deps=$PWD/build/deps/lib
+    if [ ! -f "$deps/liblapack.so.3" ]; then
+        echo "gpucheck: no LAPACK/BLAS on this machine and none in build/deps/lib (run 'make gpudeps' where"
+        echo "          liblapack-dev is installed, then carry build/deps)"
+        exit 1
+    fi
+    GTEST_VARS+=("LAPACK_LIBS=-L$deps -Xlinker -l:liblapack.so.3 -Xlinker -l:libblas.so.3")
+    export LD_LIBRARY_PATH=$deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 
 t0=$(date +%s)
@@ -90,12 +103,45 @@ else
     record compute-sanitizer skip "not installed here"
 fi
 
+# a short ./train --device cuda on the bundled corpus (gpt2 tokens): the loss must fall, then two steps under
+# each sanitizer (./train links LAPACK for the CPU methods: a machine without it fails this step alone)
+if over_budget; then
+    record "train --device cuda" skip "past the ${BUDGET} s budget"
+elif make -j"$JOBS" "${GTEST_VARS[@]}" train tokenizer > "$LOG/build_train.log" 2>&1; then
+    shards=build/gpucheck_shards
+    ./tokenizer shard --encoding gpt2 --docs line --prefix text --out $shards --quiet data/text > /dev/null 2>&1
+    TRAIN="./train --device cuda --data $shards --encoding gpt2 --model tiny --batch 16 --seq 256 --sample-tokens 0"
+    timeout "$STEP_TIMEOUT" $TRAIN --steps 60 --eval-every 0 --val-batches 4 --out "$LOG/train" > "$LOG/train.log" 2>&1
+    rc=$?
+    first=$(grep -m1 -oP 'step +1/60 \| loss \K[0-9.]+' "$LOG/train.log")
+    last=$(grep -oP 'step +60/60 \| loss \K[0-9.]+' "$LOG/train.log")
+    speed=$(grep -oP 'step +60/60 .*\| \K[0-9]+(?= tok/s)' "$LOG/train.log")
+    falls=$(awk -v a="${first:-0}" -v b="${last:-0}" 'BEGIN { print (b > 0 && b < a) ? "yes" : "no" }')
+    record "train --device cuda" "$([ $rc = 0 ] && [ "$falls" = yes ] && echo ok || echo FAIL)" \
+        "rc $rc, tiny 60 steps: loss ${first:-?} -> ${last:-?}, ${speed:-?} tok/s, $(grep -m1 -oP 'GPU peak [^)]+' "$LOG/train.log" | tail -1)"
+    if command -v compute-sanitizer >/dev/null; then
+        for tool in memcheck racecheck; do
+            if over_budget; then record "train under $tool" skip "past the ${BUDGET} s budget"; continue; fi
+            timeout "$STEP_TIMEOUT" compute-sanitizer --tool $tool --error-exitcode 9 $TRAIN --batch 2 --seq 64 \
+                --steps 2 --val-batches 1 --out "$LOG/train_$tool" > "$LOG/train_sanitizer_$tool.log" 2>&1
+            rc=$?
+            detail=$(grep -m1 -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOG/train_sanitizer_$tool.log")
+            [ $rc = 124 ] && detail="timed out after ${STEP_TIMEOUT} s"
+            record "train under $tool" "$([ $rc = 0 ] && echo ok || echo FAIL)" "${detail:-rc $rc}"
+        done
+    fi
+else
+    record "train --device cuda" FAIL "build failed: see $LOG/build_train.log ($(grep -m1 -oE 'cannot find -l[a-z]+' "$LOG/build_train.log"))"
+fi
+
 for bench in $(make -s print-cuda-benchmarks); do
     name=$(basename "$bench")
     if over_budget; then record "bench $name" skip "past the ${BUDGET} s budget"; continue; fi
     timeout "$STEP_TIMEOUT" "$bench" > "$LOG/bench_$name.log" 2>&1
     rc=$?
-    record "bench $name" "$([ $rc = 0 ] && echo ok || echo FAIL)" "rc $rc, $(grep -c '^SUMMARY|' "$LOG/bench_$name.log") rows"
+    rows=$(grep -c '^SUMMARY|' "$LOG/bench_$name.log")
+    record "bench $name" "$([ $rc = 0 ] && [ "$rows" -gt 0 ] && echo ok || echo FAIL)" "rc $rc, $rows rows"
+    [ $rc = 0 ] || tail -3 "$LOG/bench_$name.log"
 done
 if over_budget; then
     record "bench peers_torch" skip "past the ${BUDGET} s budget"
